@@ -1,0 +1,204 @@
+//! `loglake`: the one binary. It parses flags, loads the configuration, installs the tracing
+//! subscriber and signal handlers, and hands over to the library crates, which do the work.
+//! It must never hold business logic of its own.
+
+mod config;
+mod output;
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Override;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "loglake",
+    version,
+    about = "Kafka logs -> Delta tables on object storage -> SQL"
+)]
+struct Cli {
+    /// Configuration file (TOML). Default: $LOGLAKE_CONFIG, else ./loglake.toml if present.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// Overrides lake.url.
+    #[arg(long, global = true)]
+    lake_url: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. "info" or "loglake_ingest=debug".
+    #[arg(long, env = "LOGLAKE_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run an ingest worker: Kafka topics -> hourly Parquet in Delta tables.
+    Ingest {
+        /// Overrides kafka.brokers.
+        #[arg(long)]
+        brokers: Option<String>,
+        /// Overrides kafka.group_id.
+        #[arg(long)]
+        group_id: Option<String>,
+        /// Overrides kafka.topics (repeat for several).
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// Overrides ingest.metrics_listen.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+    },
+    /// Run one SQL query over the lake and print the result.
+    Query {
+        /// Output format.
+        #[arg(long, short, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The SQL statement; "-" reads it from standard input.
+        sql: String,
+    },
+    /// List the lake's tables and their SQL names.
+    Tables,
+    /// Check that the lake's store enforces put-if-absent, as concurrent Delta commits need.
+    CheckStore,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Csv,
+    Json,
+    Ndjson,
+}
+
+fn init_tracing(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Cancels the token on the first SIGINT/SIGTERM; a second one exits at once.
+fn install_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        for n in 0.. {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            if n == 0 {
+                tracing::info!("signal received: finishing (send again to exit at once)");
+                token.cancel();
+            } else {
+                tracing::warn!("second signal: exiting without flushing");
+                std::process::exit(130);
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut flags = Vec::new();
+    if let Some(url) = &cli.lake_url {
+        flags.push(Override::str("lake.url", url));
+    }
+    if let Command::Ingest {
+        brokers,
+        group_id,
+        topics,
+        metrics_listen,
+    } = &cli.command
+    {
+        if let Some(b) = brokers {
+            flags.push(Override::str("kafka.brokers", b));
+        }
+        if let Some(g) = group_id {
+            flags.push(Override::str("kafka.group_id", g));
+        }
+        if !topics.is_empty() {
+            flags.push(Override {
+                path: "kafka.topics".into(),
+                value: toml::Value::Array(
+                    topics.iter().cloned().map(toml::Value::String).collect(),
+                ),
+            });
+        }
+        if let Some(m) = metrics_listen {
+            flags.push(Override::str("ingest.metrics_listen", m));
+        }
+    }
+    let path = config::resolve_path(cli.config.clone());
+    let config = config::load(path.as_deref(), std::env::vars(), &flags)?;
+    let lake = loglake_lake::Lake::connect(&config.lake).await?;
+
+    match cli.command {
+        Command::Ingest { .. } => {
+            let kafka = config.kafka.clone().context(
+                "invalid configuration: [kafka] is required for ingest (brokers, topics)",
+            )?;
+            let schemas = loglake_schemas::SchemaSet::load_dir(&config.ingest.schemas_dir)?;
+            let shutdown = CancellationToken::new();
+            install_signals(shutdown.clone())?;
+            loglake_ingest::run(kafka, config.ingest.clone(), lake, schemas, shutdown).await?;
+        }
+        Command::Query { format, sql } => {
+            let sql = if sql == "-" {
+                let mut s = String::new();
+                std::io::stdin().read_to_string(&mut s)?;
+                s
+            } else {
+                sql
+            };
+            let engine = loglake_query::QueryEngine::new(&lake).await?;
+            let batches = engine.sql(&sql).await?;
+            output::print(&batches, format)?;
+        }
+        Command::Tables => {
+            let engine = loglake_query::QueryEngine::new(&lake).await?;
+            let mut out = String::new();
+            for t in engine.tables() {
+                out.push_str(&format!("{}\t{}\n", t.sql_name, t.url));
+            }
+            output::write_stdout(out.as_bytes())?;
+        }
+        Command::CheckStore => {
+            lake.check_store().await?;
+            output::write_stdout(
+                format!("ok: {} enforces put-if-absent\n", lake.root()).as_bytes(),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: could not start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

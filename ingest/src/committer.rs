@@ -1,0 +1,214 @@
+//! One flush cycle of one topic: quarantined records first, then the rows, each a single
+//! Delta commit carrying one `txn` per Kafka partition; then the advisory Kafka commit.
+//!
+//! **Invariant:** every bad record at or below the data table's `txn(p)` is in the quarantine
+//! table (its commit comes first), so a restart resumes at `txn(p) + 1` of the data table and
+//! skips bad records at or below the quarantine table's `txn(p)`.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Instant;
+
+use loglake_lake::commit::{commit_with_progress, refresh, TxnUpdate};
+use loglake_lake::write::{write_files, writer_properties};
+use loglake_lake::{LakeError, REJECTED_SUFFIX};
+use loglake_schemas::{rejected_arrow_schema, REJECTED_PARTITION_COLUMNS};
+use rdkafka::consumer::{CommitMode, Consumer as _};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::json;
+
+use crate::consumer::Consumer;
+use crate::error::IngestError;
+use crate::metrics::{now_ms, Metrics};
+use crate::worker::{app_id, Worker};
+
+fn metadata(records: usize) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert(
+        "loglake.writer".into(),
+        json!(format!("loglake-ingest-{}", std::process::id())),
+    );
+    m.insert("loglake.records".into(), json!(records));
+    m
+}
+
+impl Worker {
+    pub(crate) async fn flush_topic(
+        &mut self,
+        consumer: &Consumer,
+        topic: &str,
+    ) -> Result<(), IngestError> {
+        let Some(state) = self.topics.get_mut(topic) else {
+            return Ok(());
+        };
+        if state.buffer.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let progress = state.buffer.progress().clone();
+        let arrow_err = |source| IngestError::Arrow {
+            topic: topic.to_string(),
+            source,
+        };
+        let max_file = self.config.max_file_size.as_u64();
+
+        if state.buffer.has_rejected() {
+            let batches = state.buffer.rejected_batches().map_err(arrow_err)?;
+            let dir = format!("{topic}{REJECTED_SUFFIX}");
+            if state.rejected_table.is_none() {
+                state.rejected_table = Some(
+                    self.lake
+                        .open_or_create(&dir, &rejected_arrow_schema(), &REJECTED_PARTITION_COLUMNS)
+                        .await?,
+                );
+            }
+            let table = state.rejected_table.as_mut().expect("set above");
+            refresh(table).await?;
+            let txns: Vec<TxnUpdate> = state
+                .buffer
+                .rejected_partitions()
+                .map(|p| TxnUpdate {
+                    app_id: app_id(&self.kafka.group_id, p),
+                    expected: self
+                        .partitions
+                        .get(&(topic.to_string(), p))
+                        .and_then(|s| s.committed_rejected),
+                    version: progress[&p].last,
+                })
+                .collect();
+            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+            let adds = write_files(table, batches, writer_properties(None), max_file).await?;
+            match commit_with_progress(table, adds, &txns, metadata(rows)).await {
+                Ok(version) => {
+                    for t in &txns {
+                        let p: i32 = t
+                            .app_id
+                            .rsplit(':')
+                            .next()
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(-1);
+                        if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
+                            s.committed_rejected = Some(t.version);
+                        }
+                    }
+                    let n = state.buffer.clear_rejected();
+                    Metrics::add(&self.metrics.quarantined, n as u64);
+                    Metrics::add(&self.metrics.commits, 1);
+                    tracing::info!(table = %dir, rows = n, version, "quarantined records committed");
+                }
+                Err(LakeError::TxnConflict { .. }) => {
+                    return self.reset_topic(consumer, topic).await
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+
+        let state = self.topics.get_mut(topic).expect("checked above");
+        let buffered = state.buffer.bytes();
+        let batches = state.buffer.data_batches().map_err(arrow_err)?;
+        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        refresh(&mut state.table).await?;
+        let txns: Vec<TxnUpdate> = progress
+            .iter()
+            .map(|(p, prog)| TxnUpdate {
+                app_id: app_id(&self.kafka.group_id, *p),
+                expected: self
+                    .partitions
+                    .get(&(topic.to_string(), *p))
+                    .and_then(|s| s.committed),
+                version: prog.last,
+            })
+            .collect();
+        let adds = if batches.is_empty() {
+            Vec::new()
+        } else {
+            write_files(&state.table, batches, writer_properties(Some(0)), max_file).await?
+        };
+        let files = adds.len();
+        let file_bytes: i64 = adds.iter().map(|a| a.size).sum();
+        let version = match commit_with_progress(&mut state.table, adds, &txns, metadata(rows))
+            .await
+        {
+            Ok(v) => v,
+            Err(LakeError::TxnConflict { .. }) => return self.reset_topic(consumer, topic).await,
+            Err(e) => return Err(e.into()),
+        };
+        if rows > 0 && buffered > 0 {
+            let observed = file_bytes as f64 / buffered as f64;
+            state.ratio = (state.ratio + observed) / 2.0;
+        }
+        state.buffer.clear();
+        let elapsed = started.elapsed();
+        let m = &self.metrics;
+        Metrics::add(&m.rows_written, rows as u64);
+        Metrics::add(&m.files_written, files as u64);
+        Metrics::add(&m.bytes_written, file_bytes.max(0) as u64);
+        Metrics::add(&m.commits, 1);
+        Metrics::add(&m.commit_seconds_sum_us, elapsed.as_micros() as u64);
+        let now = now_ms();
+        m.last_commit_unix_ms.store(now, Relaxed);
+        if let Some(newest) = progress.values().filter_map(|p| p.newest_kafka_ms).max() {
+            m.freshness_ms.store(now - newest, Relaxed);
+        }
+        tracing::info!(
+            table = topic,
+            rows,
+            files,
+            bytes = file_bytes,
+            version,
+            elapsed_ms = elapsed.as_millis() as u64,
+            "committed"
+        );
+
+        let mut offsets = TopicPartitionList::new();
+        for t in &txns {
+            let p: i32 = t
+                .app_id
+                .rsplit(':')
+                .next()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(-1);
+            if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
+                s.committed = Some(t.version);
+                let _ = offsets.add_partition_offset(topic, p, Offset::Offset(t.version + 1));
+            }
+        }
+        // Advisory only (lag tooling); the Delta txn is the source of truth.
+        if offsets.count() > 0 {
+            if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+                tracing::debug!(error = %e, "advisory Kafka offset commit failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Another writer committed for one of our partitions: drop what we hold for the topic
+    /// and re-read from what the table says.
+    async fn reset_topic(&mut self, consumer: &Consumer, topic: &str) -> Result<(), IngestError> {
+        Metrics::add(&self.metrics.commit_conflicts, 1);
+        tracing::warn!(
+            topic,
+            "another writer committed for our partitions: dropping buffers and re-reading"
+        );
+        if let Some(state) = self.topics.get_mut(topic) {
+            state.buffer.clear();
+        }
+        let assigned: Vec<i32> = consumer
+            .assignment()
+            .map(|tpl| {
+                tpl.elements()
+                    .iter()
+                    .filter(|e| e.topic() == topic)
+                    .map(|e| e.partition())
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.partitions
+            .retain(|(t, p), _| t != topic || assigned.contains(p));
+        for p in &assigned {
+            if let Some(s) = self.partitions.get_mut(&(topic.to_string(), *p)) {
+                s.next = None;
+            }
+        }
+        self.resolve_with_retry(consumer, topic, &assigned).await
+    }
+}

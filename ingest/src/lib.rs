@@ -1,0 +1,125 @@
+//! Kafka -> buffers -> Parquet -> one Delta commit per flush, with the Kafka offsets inside.
+//!
+//! [`run`] is an ingest worker: it joins the consumer group, maps every record with its
+//! topic's schema (`loglake-schemas`), buffers rows per (topic, host, date, hour) under one
+//! memory budget, and flushes a topic when a buffer reaches the file size, when its oldest
+//! record reaches the max latency, when the budget is full (largest first), on partition
+//! revocation and on shutdown. Each flush is one commit to the topic's quarantine table
+//! (if it holds bad records) and one to its data table, each carrying a Delta `txn` per
+//! Kafka partition; on assignment a worker seeks past those versions. That is what makes
+//! ingest exactly once across crashes and rebalances (see ARCHITECTURE.md).
+//!
+//! This crate must never commit Kafka offsets ahead of the Delta table, never do IO inside
+//! a librdkafka callback, and never drop a record: what cannot be archived is quarantined.
+//!
+//! ```no_run
+//! # async fn demo(lake: loglake_lake::Lake, kafka: loglake_ingest::KafkaConfig) -> Result<(), loglake_ingest::IngestError> {
+//! use tokio_util::sync::CancellationToken;
+//! let shutdown = CancellationToken::new();
+//! let schemas = loglake_schemas::SchemaSet::default();
+//! loglake_ingest::run(kafka, loglake_ingest::IngestConfig::default(), lake, schemas, shutdown).await
+//! # }
+//! ```
+
+mod batcher;
+mod committer;
+mod config;
+mod consumer;
+mod error;
+mod metrics;
+mod worker;
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use loglake_lake::Lake;
+use loglake_schemas::SchemaSet;
+use rdkafka::consumer::Consumer as _;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use config::{IngestConfig, KafkaConfig};
+pub use error::IngestError;
+pub use metrics::Metrics;
+
+/// Runs one ingest worker until `shutdown` is cancelled, then flushes and commits what it
+/// holds (within `shutdown_grace`) and leaves the consumer group.
+pub async fn run(
+    kafka: KafkaConfig,
+    config: IngestConfig,
+    lake: Lake,
+    schemas: SchemaSet,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    kafka.validate()?;
+    config.validate()?;
+    lake.ensure_safe_for_writes().await?;
+
+    let metrics = Arc::new(Metrics::default());
+    metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
+    let tasks = TaskTracker::new();
+    let serve_stop = CancellationToken::new();
+    if config.metrics_listen != "off" {
+        let addr = metrics::serve(
+            &config.metrics_listen,
+            metrics.clone(),
+            serve_stop.clone(),
+            &tasks,
+        )
+        .await?;
+        tracing::info!(%addr, "metrics listening");
+    }
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = consumer::create(&kafka, events_tx, metrics.clone())?;
+    let grace = config.shutdown_grace;
+    let mut worker = worker::Worker::new(config, kafka, lake, schemas, metrics.clone());
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tracing::info!("ingest started");
+
+    let outcome: Result<(), IngestError> = loop {
+        metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
+        let receiving = !worker.paused();
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break Ok(()),
+            received = consumer.recv(), if receiving => match received {
+                Ok(msg) => worker.on_message(&msg),
+                Err(e) => worker.on_consume_error(e),
+            },
+            _ = tick.tick() => {}
+        }
+        let mut failed = None;
+        while let Ok(event) = events.try_recv() {
+            if let Err(e) = worker.on_rebalance(&consumer, event).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        worker.flush_due(&consumer).await;
+    };
+
+    let result = match outcome {
+        Ok(()) => {
+            tracing::info!("shutting down: flushing buffers");
+            match tokio::time::timeout(grace, worker.flush_all(&consumer)).await {
+                Ok(r) => r,
+                Err(_) => Err(IngestError::ShutdownTimeout { grace }),
+            }
+        }
+        Err(e) => Err(e),
+    };
+    consumer.unsubscribe();
+    drop(consumer);
+    serve_stop.cancel();
+    tasks.close();
+    tasks.wait().await;
+    if result.is_ok() {
+        tracing::info!("ingest stopped cleanly");
+    }
+    result
+}

@@ -1,0 +1,260 @@
+//! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Request, Response, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::error::IngestError;
+
+/// Counters and gauges of one ingest worker. All monotonic counters end in `_total`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub records_in: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub rows_written: AtomicU64,
+    pub files_written: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub quarantined: AtomicU64,
+    pub skipped_already_committed: AtomicU64,
+    pub commits: AtomicU64,
+    pub commit_failures: AtomicU64,
+    pub commit_conflicts: AtomicU64,
+    pub commit_seconds_sum_us: AtomicU64,
+    pub buffered_bytes: AtomicI64,
+    /// Seconds between a committed record's Kafka timestamp and its commit, for the newest
+    /// record of the last commit: how far the archive trails the source.
+    pub freshness_ms: AtomicI64,
+    pub last_commit_unix_ms: AtomicI64,
+    /// Unix ms of the last main-loop iteration; `/healthz` fails when it stalls.
+    pub heartbeat_unix_ms: AtomicI64,
+    /// Consecutive failed flushes; `/healthz` fails while the store is unreachable.
+    pub failing_flushes: AtomicU64,
+    /// Consumer lag by (topic, partition), from librdkafka statistics.
+    pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+            );
+        };
+        counter(
+            "loglake_ingest_records_total",
+            "Kafka records consumed.",
+            self.records_in.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_bytes_total",
+            "Payload bytes consumed.",
+            self.bytes_in.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_rows_written_total",
+            "Rows committed to data tables.",
+            self.rows_written.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_files_written_total",
+            "Parquet files committed.",
+            self.files_written.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_file_bytes_written_total",
+            "Parquet bytes committed.",
+            self.bytes_written.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_quarantined_total",
+            "Records committed to quarantine tables.",
+            self.quarantined.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_skipped_total",
+            "Records skipped because a commit already holds them.",
+            self.skipped_already_committed.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_commits_total",
+            "Delta commits.",
+            self.commits.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_commit_failures_total",
+            "Flushes that failed and will be retried.",
+            self.commit_failures.load(Relaxed),
+        );
+        counter(
+            "loglake_ingest_commit_conflicts_total",
+            "Commits refused because another writer owned the partition.",
+            self.commit_conflicts.load(Relaxed),
+        );
+        let sum = self.commit_seconds_sum_us.load(Relaxed) as f64 / 1e6;
+        let count = self.commits.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP loglake_ingest_commit_seconds Time to write files and commit.\n# TYPE loglake_ingest_commit_seconds summary\nloglake_ingest_commit_seconds_sum {sum}\nloglake_ingest_commit_seconds_count {count}"
+        );
+        let mut gauge = |name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        gauge(
+            "loglake_ingest_buffered_bytes",
+            "Bytes held in buffers, against the memory budget.",
+            self.buffered_bytes.load(Relaxed) as f64,
+        );
+        gauge(
+            "loglake_ingest_freshness_seconds",
+            "Kafka time to commit time of the newest record of the last commit.",
+            self.freshness_ms.load(Relaxed) as f64 / 1e3,
+        );
+        gauge(
+            "loglake_ingest_last_commit_timestamp_seconds",
+            "Unix time of the last commit.",
+            self.last_commit_unix_ms.load(Relaxed) as f64 / 1e3,
+        );
+        let _ = writeln!(out, "# HELP loglake_ingest_consumer_lag Records behind the partition end (from librdkafka statistics).\n# TYPE loglake_ingest_consumer_lag gauge");
+        for ((topic, partition), lag) in self.lag.lock().expect("lag map").iter() {
+            let _ = writeln!(
+                out,
+                "loglake_ingest_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
+            );
+        }
+        out
+    }
+
+    /// Healthy while the main loop turns and flushes succeed.
+    pub fn healthy(&self) -> Result<(), String> {
+        let stalled = now_ms() - self.heartbeat_unix_ms.load(Relaxed);
+        if stalled > 60_000 {
+            return Err(format!("main loop stalled for {}s", stalled / 1000));
+        }
+        let failing = self.failing_flushes.load(Relaxed);
+        if failing >= 5 {
+            return Err(format!("{failing} flushes in a row failed"));
+        }
+        Ok(())
+    }
+}
+
+/// Serves `/metrics` and `/healthz` until `shutdown`; returns the bound address.
+pub async fn serve(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tasks: &tokio_util::task::TaskTracker,
+) -> Result<SocketAddr, IngestError> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| IngestError::Metrics {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| IngestError::Metrics {
+            addr: listen.to_string(),
+            source,
+        })?;
+    tasks.spawn(async move {
+        loop {
+            let stream = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => { tracing::warn!(error = %e, "metrics accept failed"); continue; }
+                },
+            };
+            let metrics = metrics.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let metrics = metrics.clone();
+                        async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
+                    });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "metrics connection ended");
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn respond<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match req.uri().path() {
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            metrics.render(),
+        ),
+        "/healthz" => match metrics.healthy() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+            Err(why) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{why}\n"),
+            ),
+        },
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "try /metrics or /healthz\n".to_string(),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        Metrics::add(&m.records_in, 3);
+        m.lag.lock().unwrap().insert(("t".into(), 1), 7);
+        let text = m.render();
+        assert!(text.contains("loglake_ingest_records_total 3"));
+        assert!(text.contains("loglake_ingest_consumer_lag{topic=\"t\",partition=\"1\"} 7"));
+    }
+
+    #[test]
+    fn stalled_loop_is_unhealthy() {
+        let m = Metrics::default();
+        assert!(m.healthy().is_err());
+        m.heartbeat_unix_ms.store(now_ms(), Relaxed);
+        assert!(m.healthy().is_ok());
+    }
+}

@@ -1,0 +1,423 @@
+//! The main loop: consume, map, buffer; react to rebalances; flush when due.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deltalake::DeltaTable;
+use loglake_lake::{commit, Lake, REJECTED_SUFFIX};
+use loglake_schemas::{
+    table_arrow_schema, Mapper, RawRecord, RejectedRecord, SchemaSet, PARTITION_COLUMNS,
+};
+use rdkafka::consumer::Consumer as _;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::Offset;
+
+use crate::batcher::TopicBuffer;
+use crate::config::{IngestConfig, KafkaConfig};
+use crate::consumer::{starts_at_end, Consumer, RebalanceEvent};
+use crate::error::IngestError;
+use crate::metrics::{now_ms, Metrics};
+
+/// One topic's tables and buffers.
+#[derive(Debug)]
+pub(crate) struct TopicState {
+    pub buffer: TopicBuffer,
+    pub table: DeltaTable,
+    pub rejected_table: Option<DeltaTable>,
+    /// Parquet bytes per buffered byte, learned from earlier flushes; sizes files.
+    pub ratio: f64,
+}
+
+/// What this worker knows of one assigned Kafka partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartitionState {
+    /// `txn` version in the data table: every offset up to it is archived.
+    pub committed: Option<i64>,
+    /// `txn` version in the quarantine table: every bad record up to it is quarantined.
+    pub committed_rejected: Option<i64>,
+    /// Next offset to accept; `None` while the partition awaits its seek.
+    pub next: Option<i64>,
+}
+
+pub(crate) struct Worker {
+    pub config: IngestConfig,
+    pub kafka: KafkaConfig,
+    pub lake: Lake,
+    pub schemas: SchemaSet,
+    pub metrics: Arc<Metrics>,
+    pub topics: HashMap<String, TopicState>,
+    pub partitions: HashMap<(String, i32), PartitionState>,
+    /// Topics whose buffer reached the file size: flush at the next turn.
+    pub due: BTreeSet<String>,
+    pub failing: u32,
+    pub backoff_until: Option<Instant>,
+    last_consume_error: Option<(String, Instant)>,
+}
+
+pub(crate) fn app_id(group_id: &str, partition: i32) -> String {
+    format!("loglake:{group_id}:{partition}")
+}
+
+fn now_us() -> i64 {
+    now_ms() * 1000
+}
+
+impl Worker {
+    pub fn new(
+        config: IngestConfig,
+        kafka: KafkaConfig,
+        lake: Lake,
+        schemas: SchemaSet,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            config,
+            kafka,
+            lake,
+            schemas,
+            metrics,
+            topics: HashMap::new(),
+            partitions: HashMap::new(),
+            due: BTreeSet::new(),
+            failing: 0,
+            backoff_until: None,
+            last_consume_error: None,
+        }
+    }
+
+    pub fn buffered_bytes(&self) -> usize {
+        self.topics.values().map(|t| t.buffer.bytes()).sum()
+    }
+
+    /// Stop reading while over budget and unable to flush: memory stays bounded.
+    pub fn paused(&self) -> bool {
+        self.failing > 0 && self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()
+    }
+
+    pub fn on_consume_error(&mut self, error: rdkafka::error::KafkaError) {
+        let text = error.to_string();
+        let repeat = matches!(&self.last_consume_error, Some((last, at)) if *last == text && at.elapsed() < Duration::from_secs(30));
+        if !repeat {
+            tracing::warn!(error = %text, "consumer error");
+            self.last_consume_error = Some((text, Instant::now()));
+        }
+    }
+
+    pub fn on_message(&mut self, msg: &BorrowedMessage<'_>) {
+        let topic = msg.topic();
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let Some(state) = self.partitions.get_mut(&(topic.to_string(), partition)) else {
+            return; // not (or no longer) ours
+        };
+        let Some(next) = state.next else {
+            return; // awaiting its seek; the broker sends it again from the right place
+        };
+        if offset < next {
+            Metrics::add(&self.metrics.skipped_already_committed, 1);
+            return;
+        }
+        state.next = Some(offset + 1);
+        let committed_rejected = state.committed_rejected;
+        let Some(topic_state) = self.topics.get_mut(topic) else {
+            return;
+        };
+        let payload = msg.payload();
+        Metrics::add(&self.metrics.records_in, 1);
+        Metrics::add(
+            &self.metrics.bytes_in,
+            payload.map_or(0, <[u8]>::len) as u64,
+        );
+        let kafka_timestamp_ms = msg.timestamp().to_millis();
+        let received_at_us = now_us();
+        let raw = RawRecord {
+            payload,
+            key: msg.key(),
+            partition,
+            offset,
+            kafka_timestamp_ms,
+            received_at_us,
+        };
+        let buffer = &mut topic_state.buffer;
+        match buffer.mapper().map(&raw) {
+            Ok(row) => {
+                let part_bytes = buffer.push_row(&row);
+                if part_bytes as f64 * topic_state.ratio
+                    >= self.config.max_file_size.as_u64() as f64
+                {
+                    self.due.insert(topic.to_string());
+                }
+            }
+            Err(rejection) if offset > committed_rejected.unwrap_or(-1) => {
+                tracing::debug!(topic, partition, offset, reason = %rejection, "record quarantined");
+                buffer.push_rejected(
+                    &RejectedRecord {
+                        topic,
+                        partition,
+                        offset,
+                        kafka_timestamp_ms,
+                        key: raw.key,
+                        payload,
+                        received_at_us,
+                    },
+                    &rejection,
+                );
+            }
+            // Quarantined by an earlier commit that the data table has not caught up with.
+            Err(_) => Metrics::add(&self.metrics.skipped_already_committed, 1),
+        }
+        buffer.note_offset(partition, offset, kafka_timestamp_ms);
+    }
+
+    /// Opens (creating on first use) a topic's tables.
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), IngestError> {
+        if self.topics.contains_key(topic) {
+            return Ok(());
+        }
+        let mapper = Mapper::new(self.schemas.for_topic(topic))?;
+        let schema = table_arrow_schema(mapper.schema());
+        let table = self
+            .lake
+            .open_or_create(topic, &schema, &PARTITION_COLUMNS)
+            .await?;
+        let existing: Vec<String> = table
+            .snapshot()
+            .map_err(|e| loglake_lake::LakeError::Delta {
+                table: topic.into(),
+                source: e,
+            })?
+            .schema()
+            .fields()
+            .map(|f| f.name().to_string())
+            .collect();
+        let wanted: Vec<String> = schema
+            .fields()
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        if existing != wanted {
+            return Err(IngestError::Config {
+                key: format!("schemas/{topic}.toml"),
+                message: format!(
+                    "describes columns {wanted:?} but table {topic} has {existing:?}; \
+                     schema changes of an existing table are not supported yet"
+                ),
+            });
+        }
+        let rejected_table = self
+            .lake
+            .open_table(&format!("{topic}{REJECTED_SUFFIX}"))
+            .await?;
+        self.topics.insert(
+            topic.to_string(),
+            TopicState {
+                buffer: TopicBuffer::new(mapper),
+                table,
+                rejected_table,
+                ratio: 1.0,
+            },
+        );
+        Ok(())
+    }
+
+    /// Reads the committed txn versions of `partitions` (all of one topic) and seeks there.
+    pub async fn resolve(
+        &mut self,
+        consumer: &Consumer,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), IngestError> {
+        self.ensure_topic(topic).await?;
+        let state = self.topics.get_mut(topic).expect("ensured above");
+        commit::refresh(&mut state.table).await?;
+        if state.rejected_table.is_none() {
+            state.rejected_table = self
+                .lake
+                .open_table(&format!("{topic}{REJECTED_SUFFIX}"))
+                .await?;
+        }
+        if let Some(t) = state.rejected_table.as_mut() {
+            commit::refresh(t).await?;
+        }
+        for &partition in partitions {
+            let id = app_id(&self.kafka.group_id, partition);
+            let committed = commit::txn_version(&state.table, &id).await?;
+            let committed_rejected = match &state.rejected_table {
+                Some(t) => commit::txn_version(t, &id).await?,
+                None => None,
+            };
+            let target = match committed {
+                Some(v) => Offset::Offset(v + 1),
+                None if starts_at_end(&self.kafka) => Offset::End,
+                None => Offset::Beginning,
+            };
+            let mut seeked = false;
+            for attempt in 0..30 {
+                match consumer.seek(topic, partition, target, Duration::from_secs(5)) {
+                    Ok(()) => {
+                        seeked = true;
+                        break;
+                    }
+                    Err(e) if attempt == 29 => {
+                        tracing::warn!(topic, partition, error = %e, "seek failed; filtering by offset instead")
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+            tracing::info!(topic, partition, committed = ?committed, committed_rejected = ?committed_rejected, seeked, "partition resolved");
+            self.partitions.insert(
+                (topic.to_string(), partition),
+                PartitionState {
+                    committed,
+                    committed_rejected,
+                    next: Some(committed.map_or(0, |v| v + 1)),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// [`Worker::resolve`], retried with backoff for about two minutes: a store that is down
+    /// for a while delays the partitions, it does not kill the worker.
+    pub async fn resolve_with_retry(
+        &mut self,
+        consumer: &Consumer,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<(), IngestError> {
+        let mut delay = Duration::from_millis(250);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match self.resolve(consumer, topic, partitions).await {
+                Ok(()) => return Ok(()),
+                Err(e @ (IngestError::Config { .. } | IngestError::Schema(_))) => return Err(e),
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::warn!(topic, error = %e, retry_in = ?delay, "could not read committed offsets; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    pub async fn on_rebalance(
+        &mut self,
+        consumer: &Consumer,
+        event: RebalanceEvent,
+    ) -> Result<(), IngestError> {
+        match event {
+            RebalanceEvent::Revoked(list) => {
+                let topics: BTreeSet<String> = list.iter().map(|(t, _)| t.clone()).collect();
+                for topic in &topics {
+                    // Safe after the fact: the commit only lands if nobody else moved our txns.
+                    if let Err(e) = self.flush_topic(consumer, topic).await {
+                        tracing::warn!(topic, error = %e, "flush on revocation failed; records will be re-read by their new owner");
+                        if let Some(t) = self.topics.get_mut(topic) {
+                            t.buffer.clear();
+                        }
+                        let keep: Vec<i32> = self
+                            .partitions
+                            .keys()
+                            .filter(|(t, p)| t == topic && !list.contains(&(t.clone(), *p)))
+                            .map(|(_, p)| *p)
+                            .collect();
+                        for p in &keep {
+                            if let Some(s) = self.partitions.get_mut(&(topic.clone(), *p)) {
+                                s.next = None;
+                            }
+                        }
+                        self.resolve_with_retry(consumer, topic, &keep).await?;
+                    }
+                }
+                for key in &list {
+                    self.partitions.remove(key);
+                }
+            }
+            RebalanceEvent::Assigned(list) => {
+                let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
+                for (t, p) in list {
+                    self.partitions.insert(
+                        (t.clone(), p),
+                        PartitionState {
+                            committed: None,
+                            committed_rejected: None,
+                            next: None,
+                        },
+                    );
+                    by_topic.entry(t).or_default().push(p);
+                }
+                for (topic, partitions) in by_topic {
+                    self.resolve_with_retry(consumer, &topic, &partitions)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every topic that is due: file size reached, max latency reached, or the
+    /// memory budget full (the topic holding the most first).
+    pub async fn flush_due(&mut self, consumer: &Consumer) {
+        self.metrics
+            .buffered_bytes
+            .store(self.buffered_bytes() as i64, Relaxed);
+        if matches!(self.backoff_until, Some(t) if Instant::now() < t) {
+            return;
+        }
+        let mut due: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|(name, t)| {
+                !t.buffer.is_empty()
+                    && (self.due.contains(*name)
+                        || t.buffer
+                            .oldest()
+                            .is_some_and(|o| o.elapsed() >= self.config.max_latency))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64() {
+            if let Some((name, _)) = self.topics.iter().max_by_key(|(_, t)| t.buffer.bytes()) {
+                if !due.contains(name) {
+                    due.insert(0, name.clone());
+                }
+            }
+        }
+        for topic in due {
+            match self.flush_topic(consumer, &topic).await {
+                Ok(()) => {
+                    self.due.remove(&topic);
+                    self.failing = 0;
+                    self.backoff_until = None;
+                    self.metrics.failing_flushes.store(0, Relaxed);
+                }
+                Err(e) => {
+                    self.failing += 1;
+                    let backoff = Duration::from_millis(250 << self.failing.min(7));
+                    self.backoff_until = Some(Instant::now() + backoff);
+                    Metrics::add(&self.metrics.commit_failures, 1);
+                    self.metrics
+                        .failing_flushes
+                        .store(self.failing as u64, Relaxed);
+                    tracing::error!(topic, error = %e, source = ?std::error::Error::source(&e), retry_in = ?backoff, "flush failed; data stays buffered");
+                    break;
+                }
+            }
+        }
+        self.metrics
+            .buffered_bytes
+            .store(self.buffered_bytes() as i64, Relaxed);
+    }
+
+    /// Flushes everything (shutdown).
+    pub async fn flush_all(&mut self, consumer: &Consumer) -> Result<(), IngestError> {
+        let topics: Vec<String> = self.topics.keys().cloned().collect();
+        for topic in topics {
+            self.flush_topic(consumer, &topic).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,38 @@
+//! The archive as Delta tables on object storage: where tables live, how they are opened,
+//! created, written and committed, and whether the store is safe to commit to.
+//!
+//! A [`Lake`] is a URL (`file:///path` or `s3://bucket/prefix`) plus credentials. Each Kafka
+//! topic is one Delta table at `<lake>/<topic>` partitioned by `host`, `date`, `hour`; its
+//! quarantine table sits at `<lake>/<topic>__rejected`. Commits carry Delta `txn` actions so a
+//! writer can record how far it got in a source (see [`commit`]).
+//!
+//! This crate knows nothing of Kafka or of network protocols. It must never commit to a store
+//! that ignores put-if-absent unless the operator acknowledged a single writer
+//! ([`Lake::ensure_safe_for_writes`]).
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), loglake_lake::LakeError> {
+//! use loglake_lake::{Lake, LakeConfig};
+//! let lake = Lake::connect(&LakeConfig::local("/tmp/lake")).await?;
+//! lake.ensure_safe_for_writes().await?;
+//! for table in lake.list_tables().await? {
+//!     println!("{} -> {}", table.sql_name, table.url);
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod commit;
+mod config;
+mod error;
+mod naming;
+mod selfcheck;
+mod store;
+pub mod write;
+
+pub use config::{LakeConfig, S3Config, Secret};
+pub use error::LakeError;
+pub use naming::{sql_table_name, TableInfo, REJECTED_SUFFIX};
+pub use selfcheck::{check_put_if_absent, SELF_CHECK_PREFIX};
+pub use store::Lake;
+
+pub use deltalake;

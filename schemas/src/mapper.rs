@@ -1,0 +1,646 @@
+//! One Kafka record -> one row (or one rejection, with the reason).
+
+use std::fmt;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::model::{ColumnSpec, ColumnType, Format, SchemaError, TopicSchema};
+use crate::timestamp::{format_partition, parse_timestamp_value, MIN_EVENT_TIME_US};
+
+/// A Kafka record as the mapper sees it: bytes plus coordinates.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// The value; `None` for a tombstone.
+    pub payload: Option<&'a [u8]>,
+    pub key: Option<&'a [u8]>,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record timestamp (create or log-append time), if the broker gave one.
+    pub kafka_timestamp_ms: Option<i64>,
+    /// When this worker received the record; the last resort for the event time.
+    pub received_at_us: i64,
+}
+
+/// The value of a typed column.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TypedValue {
+    Null,
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Timestamp(i64),
+}
+
+/// One archived row. Partition values (`host`, `date`, `hour`) derive from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Event time, UTC microseconds.
+    pub timestamp_us: i64,
+    pub host: String,
+    pub level: Option<String>,
+    pub message: Option<String>,
+    /// Typed columns, in schema order.
+    pub columns: Vec<TypedValue>,
+    /// Every field no column took, as a JSON object's text.
+    pub attributes: Option<String>,
+    pub kafka_partition: i32,
+    pub kafka_offset: i64,
+    pub kafka_timestamp_us: Option<i64>,
+}
+
+impl Row {
+    /// `(host, date, hour)`: the Hive partition this row belongs to.
+    pub fn partition_values(&self) -> (String, String, String) {
+        let (date, hour) = format_partition(self.timestamp_us);
+        (self.host.clone(), date, hour)
+    }
+
+    /// Approximate bytes this row occupies in Arrow buffers; drives the memory budget.
+    pub fn estimated_bytes(&self) -> usize {
+        let strings: usize = self
+            .columns
+            .iter()
+            .map(|c| match c {
+                TypedValue::Str(s) => s.len() + 4,
+                _ => 8,
+            })
+            .sum();
+        48 + self.host.len()
+            + self.level.as_ref().map_or(0, |s| s.len() + 4)
+            + self.message.as_ref().map_or(0, |s| s.len() + 4)
+            + self.attributes.as_ref().map_or(0, |s| s.len() + 4)
+            + strings
+    }
+}
+
+/// Why a record was quarantined instead of archived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    Empty,
+    TooLarge,
+    InvalidUtf8,
+    MalformedJson,
+    NotAnObject,
+    PatternMismatch,
+    WrongType,
+}
+
+impl RejectionKind {
+    /// Stable code stored in the quarantine table's `reason_code` column.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Empty => "empty",
+            Self::TooLarge => "too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+            Self::MalformedJson => "malformed_json",
+            Self::NotAnObject => "not_an_object",
+            Self::PatternMismatch => "pattern_mismatch",
+            Self::WrongType => "wrong_type",
+        }
+    }
+}
+
+/// A record that cannot become a row, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub kind: RejectionKind,
+    pub detail: String,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.detail)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+fn reject(kind: RejectionKind, detail: impl Into<String>) -> Rejection {
+    Rejection {
+        kind,
+        detail: detail.into(),
+    }
+}
+
+/// A [`TopicSchema`] compiled for mapping.
+#[derive(Debug, Clone)]
+pub struct Mapper {
+    schema: TopicSchema,
+    pattern: Option<Regex>,
+}
+
+const LEVEL_WORDS: &[&str] = &[
+    "TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL",
+];
+const MAX_HOST_LEN: usize = 253;
+
+impl Mapper {
+    pub fn new(schema: &TopicSchema) -> Result<Self, SchemaError> {
+        schema.validate("schema")?;
+        let pattern = schema
+            .pattern
+            .as_deref()
+            .map(Regex::new)
+            .transpose()
+            .map_err(|e| SchemaError::Invalid {
+                name: "schema".into(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            schema: schema.clone(),
+            pattern,
+        })
+    }
+
+    pub fn schema(&self) -> &TopicSchema {
+        &self.schema
+    }
+
+    pub fn map(&self, raw: &RawRecord<'_>) -> Result<Row, Rejection> {
+        let payload = match raw.payload {
+            Some(p) if !p.is_empty() => p,
+            _ => return Err(reject(RejectionKind::Empty, "record has no value")),
+        };
+        if payload.len() > self.schema.max_record_bytes {
+            return Err(reject(
+                RejectionKind::TooLarge,
+                format!(
+                    "record is {} bytes, max_record_bytes is {}",
+                    payload.len(),
+                    self.schema.max_record_bytes
+                ),
+            ));
+        }
+        let text = std::str::from_utf8(payload).map_err(|e| {
+            reject(
+                RejectionKind::InvalidUtf8,
+                format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+            )
+        })?;
+        let is_json = match self.schema.format {
+            Format::Json => true,
+            Format::Text => false,
+            Format::Auto => text.trim_start().starts_with('{'),
+        };
+        if is_json {
+            let fields = match serde_json::from_str::<Value>(text) {
+                Ok(Value::Object(map)) => map,
+                Ok(other) => {
+                    return Err(reject(
+                        RejectionKind::NotAnObject,
+                        format!("expected a JSON object, got {}", json_type(&other)),
+                    ))
+                }
+                Err(e) => return Err(reject(RejectionKind::MalformedJson, e.to_string())),
+            };
+            return self.row_from_fields(fields, None, raw);
+        }
+        let line = text.trim_end_matches(['\n', '\r']);
+        let Some(pattern) = &self.pattern else {
+            return self.row_from_fields(Map::new(), Some(line), raw);
+        };
+        let Some(captures) = pattern.captures(line) else {
+            return Err(reject(
+                RejectionKind::PatternMismatch,
+                "line does not match the topic's pattern",
+            ));
+        };
+        let mut fields = Map::new();
+        for name in pattern.capture_names().flatten() {
+            if let Some(m) = captures.name(name) {
+                fields.insert(name.to_string(), Value::String(m.as_str().to_string()));
+            }
+        }
+        self.row_from_fields(fields, Some(line), raw)
+    }
+
+    fn row_from_fields(
+        &self,
+        mut fields: Map<String, Value>,
+        line: Option<&str>,
+        raw: &RawRecord<'_>,
+    ) -> Result<Row, Rejection> {
+        let s = &self.schema;
+        let kafka_timestamp_us = raw
+            .kafka_timestamp_ms
+            .filter(|ms| *ms >= 0)
+            .map(|ms| ms.saturating_mul(1000));
+        let reference_us = kafka_timestamp_us.unwrap_or(raw.received_at_us);
+        let latest_us =
+            reference_us.saturating_add(s.max_future_skew_secs.saturating_mul(1_000_000));
+
+        let mut timestamp_us = None;
+        for name in &s.timestamp_fields {
+            let Some(value) = get_path(&fields, name) else {
+                continue;
+            };
+            match parse_timestamp_value(value, &s.timestamp_format) {
+                Some(us) if us <= latest_us => {
+                    take_path(&mut fields, name);
+                    timestamp_us = Some(us);
+                    break;
+                }
+                // Unusable: left in attributes so nothing is lost; the Kafka time decides.
+                _ => continue,
+            }
+        }
+        let timestamp_us = timestamp_us
+            .or(kafka_timestamp_us.filter(|us| *us >= MIN_EVENT_TIME_US))
+            .unwrap_or(raw.received_at_us);
+
+        let mut host = take_first_string(&mut fields, &s.host_fields);
+        if host.is_none() {
+            host = raw
+                .key
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .filter(|k| !k.is_empty())
+                .map(str::to_string);
+        }
+        let host = match host {
+            Some(h) => {
+                let clean = sanitize_host(&h);
+                if clean != h {
+                    fields.insert("_original_host".into(), Value::String(h));
+                }
+                clean
+            }
+            None => "unknown".to_string(),
+        };
+
+        let mut message = take_first_scalar(&mut fields, &s.message_fields);
+        let mut level = take_first_scalar(&mut fields, &s.level_fields);
+
+        let mut columns = Vec::with_capacity(s.columns.len());
+        for spec in &s.columns {
+            let value = match take_path(&mut fields, spec.field()) {
+                None | Some(Value::Null) => TypedValue::Null,
+                Some(v) => convert(&v, spec, s)?,
+            };
+            columns.push(value);
+        }
+        if let Some(line) = line {
+            if message.is_none() {
+                message = Some(line.to_string());
+            }
+            if level.is_none() && self.pattern.is_none() {
+                level = detect_level(line).map(str::to_string);
+            }
+        }
+        let attributes = (!fields.is_empty()).then(|| Value::Object(fields).to_string());
+        Ok(Row {
+            timestamp_us,
+            host,
+            level,
+            message,
+            columns,
+            attributes,
+            kafka_partition: raw.partition,
+            kafka_offset: raw.offset,
+            kafka_timestamp_us,
+        })
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn convert(v: &Value, spec: &ColumnSpec, schema: &TopicSchema) -> Result<TypedValue, Rejection> {
+    let converted = match (spec.column_type, v) {
+        (ColumnType::String, Value::String(s)) => Some(TypedValue::Str(s.clone())),
+        (ColumnType::String, Value::Number(_) | Value::Bool(_)) => {
+            Some(TypedValue::Str(v.to_string()))
+        }
+        (ColumnType::Int64, Value::Number(n)) => n.as_i64().map(TypedValue::Int),
+        (ColumnType::Int64, Value::String(s)) => s.trim().parse().ok().map(TypedValue::Int),
+        (ColumnType::Float64, Value::Number(n)) => n.as_f64().map(TypedValue::Float),
+        (ColumnType::Float64, Value::String(s)) => s
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(TypedValue::Float),
+        (ColumnType::Bool, Value::Bool(b)) => Some(TypedValue::Bool(*b)),
+        (ColumnType::Bool, Value::String(s)) => match s.trim() {
+            "true" | "TRUE" | "True" => Some(TypedValue::Bool(true)),
+            "false" | "FALSE" | "False" => Some(TypedValue::Bool(false)),
+            _ => None,
+        },
+        (ColumnType::Timestamp, v) => {
+            parse_timestamp_value(v, &schema.timestamp_format).map(TypedValue::Timestamp)
+        }
+        _ => None,
+    };
+    converted.ok_or_else(|| {
+        let mut shown = v.to_string();
+        if shown.len() > 64 {
+            let mut cut = 64;
+            while !shown.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            shown.truncate(cut);
+            shown.push('…');
+        }
+        reject(
+            RejectionKind::WrongType,
+            format!(
+                "field {:?} of column {:?}: expected {:?}, got {shown}",
+                spec.field(),
+                spec.name,
+                spec.column_type
+            ),
+        )
+    })
+}
+
+/// A field by exact key, else by dotted path into nested objects.
+fn get_path<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    if let Some(v) = fields.get(path) {
+        return Some(v);
+    }
+    let mut parts = path.split('.');
+    let mut current = fields.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
+/// Removes a field found as [`get_path`] finds it; emptied parent objects go too.
+fn take_path(fields: &mut Map<String, Value>, path: &str) -> Option<Value> {
+    if let Some(v) = fields.remove(path) {
+        return Some(v);
+    }
+    let (head, rest) = path.split_once('.')?;
+    let child = fields.get_mut(head)?.as_object_mut()?;
+    let taken = take_path(child, rest)?;
+    if child.is_empty() {
+        fields.remove(head);
+    }
+    Some(taken)
+}
+
+fn take_first_string(fields: &mut Map<String, Value>, names: &[String]) -> Option<String> {
+    for name in names {
+        if let Some(Value::String(s)) = get_path(fields, name) {
+            if s.is_empty() {
+                continue;
+            }
+            let s = s.clone();
+            take_path(fields, name);
+            return Some(s);
+        }
+    }
+    None
+}
+
+fn take_first_scalar(fields: &mut Map<String, Value>, names: &[String]) -> Option<String> {
+    for name in names {
+        match get_path(fields, name) {
+            Some(Value::String(_)) => {
+                if let Some(Value::String(s)) = take_path(fields, name) {
+                    return Some(s);
+                }
+            }
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
+                let s = v.to_string();
+                take_path(fields, name);
+                return Some(s);
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Host names become directory names: keep them to a safe alphabet and length.
+fn sanitize_host(host: &str) -> String {
+    let mut clean: String = host
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    clean.truncate(MAX_HOST_LEN);
+    if clean.is_empty() || clean.chars().all(|c| c == '.') {
+        return "unknown".into();
+    }
+    clean
+}
+
+/// The first level word (`INFO`, `ERROR`, ...) among the first words of a text line.
+fn detect_level(line: &str) -> Option<&'static str> {
+    line.split(|c: char| !c.is_ascii_alphabetic())
+        .take(12)
+        .find_map(|word| LEVEL_WORDS.iter().find(|l| **l == word).copied())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ColumnSpec;
+
+    const KAFKA_MS: i64 = 1_767_323_045_000; // 2026-01-02T03:04:05Z
+
+    fn raw(payload: &[u8]) -> RawRecord<'_> {
+        RawRecord {
+            payload: Some(payload),
+            key: Some(b"key-host"),
+            partition: 3,
+            offset: 9,
+            kafka_timestamp_ms: Some(KAFKA_MS),
+            received_at_us: KAFKA_MS * 1000 + 5,
+        }
+    }
+
+    fn default_mapper() -> Mapper {
+        Mapper::new(&TopicSchema::default()).unwrap()
+    }
+
+    #[test]
+    fn filebeat_shape() {
+        let row = default_mapper()
+            .map(&raw(br#"{"@timestamp":"2026-01-02T01:00:00.5Z","host":{"name":"web-2","ip":"10.0.0.1"},"message":"GET /","log":{"level":"warn"}}"#))
+            .unwrap();
+        assert_eq!(row.host, "web-2");
+        assert_eq!(row.level.as_deref(), Some("warn"));
+        assert_eq!(row.message.as_deref(), Some("GET /"));
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"host":{"ip":"10.0.0.1"}}"#)
+        );
+        assert_eq!(row.partition_values().2, "01");
+        assert_eq!(row.kafka_offset, 9);
+    }
+
+    #[test]
+    fn plain_text_uses_key_and_kafka_time() {
+        let row = default_mapper()
+            .map(&raw(
+                b"081109 203615 148 INFO dfs.DataNode: Receiving block\n",
+            ))
+            .unwrap();
+        assert_eq!(row.host, "key-host");
+        assert_eq!(row.timestamp_us, KAFKA_MS * 1000);
+        assert_eq!(row.level.as_deref(), Some("INFO"));
+        assert_eq!(
+            row.message.as_deref(),
+            Some("081109 203615 148 INFO dfs.DataNode: Receiving block")
+        );
+        assert_eq!(row.attributes, None);
+    }
+
+    #[test]
+    fn absurd_timestamp_falls_back_and_is_kept() {
+        let row = default_mapper()
+            .map(&raw(br#"{"ts":"2099-01-01T00:00:00Z","msg":"x"}"#))
+            .unwrap();
+        assert_eq!(row.timestamp_us, KAFKA_MS * 1000);
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"ts":"2099-01-01T00:00:00Z"}"#)
+        );
+    }
+
+    #[test]
+    fn no_key_no_host_is_unknown() {
+        let mut r = raw(br#"{"msg":"x","host":"a/b\\c"}"#);
+        let row = default_mapper().map(&r).unwrap();
+        assert_eq!(row.host, "a_b_c");
+        assert!(row.attributes.unwrap().contains("_original_host"));
+        r.key = None;
+        r.payload = Some(b"{}");
+        assert_eq!(default_mapper().map(&r).unwrap().host, "unknown");
+    }
+
+    #[test]
+    fn bad_records_are_rejected_with_reasons() {
+        let m = default_mapper();
+        let kind = |p: &[u8]| m.map(&raw(p)).unwrap_err().kind;
+        assert_eq!(kind(b"{\"a\":"), RejectionKind::MalformedJson);
+        assert_eq!(kind(b"\xff\xfe bad"), RejectionKind::InvalidUtf8);
+        assert_eq!(kind(b""), RejectionKind::Empty);
+        assert_eq!(kind(&vec![b'a'; 2 * 1024 * 1024]), RejectionKind::TooLarge);
+        let mut tomb = raw(b"");
+        tomb.payload = None;
+        assert_eq!(m.map(&tomb).unwrap_err().kind, RejectionKind::Empty);
+        let json = Mapper::new(&TopicSchema {
+            format: Format::Json,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            json.map(&raw(b"[1,2]")).unwrap_err().kind,
+            RejectionKind::NotAnObject
+        );
+        assert_eq!(
+            json.map(&raw(b"plain")).unwrap_err().kind,
+            RejectionKind::MalformedJson
+        );
+    }
+
+    #[test]
+    fn typed_columns_convert_or_reject() {
+        let schema = TopicSchema {
+            columns: vec![
+                ColumnSpec {
+                    name: "status".into(),
+                    column_type: ColumnType::Int64,
+                    field: Some("http.status".into()),
+                },
+                ColumnSpec {
+                    name: "took".into(),
+                    column_type: ColumnType::Float64,
+                    field: None,
+                },
+            ],
+            ..Default::default()
+        };
+        let m = Mapper::new(&schema).unwrap();
+        let row = m
+            .map(&raw(
+                br#"{"http":{"status":"404","method":"GET"},"took":1.5}"#,
+            ))
+            .unwrap();
+        assert_eq!(
+            row.columns,
+            vec![TypedValue::Int(404), TypedValue::Float(1.5)]
+        );
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"http":{"method":"GET"}}"#)
+        );
+        let err = m.map(&raw(br#"{"http":{"status":"teapot"}}"#)).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::WrongType);
+        assert!(err.detail.contains("http.status"), "{err}");
+    }
+
+    #[test]
+    fn text_pattern_captures() {
+        let schema = TopicSchema::from_toml(
+            "hdfs",
+            r#"
+            format = "text"
+            pattern = '^(?P<timestamp>\d{6} \d{6}) (?P<pid>\d+) (?P<level>[A-Z]+) (?P<component>[^:]+): (?P<message>.*)$'
+            timestamp_format = "%y%m%d %H%M%S"
+            [[columns]]
+            name = "pid"
+            type = "int64"
+            "#,
+        )
+        .unwrap();
+        let m = Mapper::new(&schema).unwrap();
+        let row = m
+            .map(&raw(
+                b"081109 203615 148 INFO dfs.DataNode: Receiving block",
+            ))
+            .unwrap();
+        assert_eq!(row.level.as_deref(), Some("INFO"));
+        assert_eq!(row.message.as_deref(), Some("Receiving block"));
+        assert_eq!(row.columns, vec![TypedValue::Int(148)]);
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"component":"dfs.DataNode"}"#)
+        );
+        assert_eq!(row.partition_values().1, "2008-11-09");
+        assert_eq!(
+            m.map(&raw(b"garbage")).unwrap_err().kind,
+            RejectionKind::PatternMismatch
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn never_panics_and_keeps_coordinates(payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            match default_mapper().map(&raw(&payload)) {
+                Ok(row) => { proptest::prop_assert_eq!(row.kafka_offset, 9); proptest::prop_assert!(!row.host.is_empty()); }
+                Err(rejection) => proptest::prop_assert!(!rejection.detail.is_empty()),
+            }
+        }
+
+        #[test]
+        fn json_fields_are_never_dropped(key in "[a-z]{1,8}", value in "[ -~]{0,20}") {
+            let doc = serde_json::json!({ key.clone(): value.clone() }).to_string();
+            let row = default_mapper().map(&raw(doc.as_bytes())).unwrap();
+            let kept = row.attributes.unwrap_or_default().contains(&key)
+                || row.message.as_deref() == Some(value.as_str())
+                || row.level.as_deref() == Some(value.as_str())
+                || row.host == value
+                || (["timestamp", "time", "ts"].contains(&key.as_str()));
+            proptest::prop_assert!(kept);
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Event-time parsing. All times are UTC microseconds since the Unix epoch.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Earliest event time accepted (2000-01-01T00:00:00Z); older values are treated as unusable.
+pub const MIN_EVENT_TIME_US: i64 = 946_684_800_000_000;
+/// Latest event time accepted at all (2200-01-01T00:00:00Z).
+pub const MAX_EVENT_TIME_US: i64 = 7_258_118_400_000_000;
+
+/// How a timestamp field is written.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum TimestampFormat {
+    #[default]
+    Auto,
+    Rfc3339,
+    UnixSeconds,
+    UnixMillis,
+    UnixMicros,
+    UnixNanos,
+    /// A chrono strftime pattern, read as UTC.
+    Strftime(String),
+}
+
+impl<'de> Deserialize<'de> for TimestampFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(match s.as_str() {
+            "auto" => Self::Auto,
+            "rfc3339" => Self::Rfc3339,
+            "unix_s" => Self::UnixSeconds,
+            "unix_ms" => Self::UnixMillis,
+            "unix_us" => Self::UnixMicros,
+            "unix_ns" => Self::UnixNanos,
+            other if other.contains('%') => Self::Strftime(other.to_string()),
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "timestamp_format {other:?}: expected auto, rfc3339, unix_s, unix_ms, \
+                     unix_us, unix_ns or a strftime pattern such as \"%Y-%m-%d %H:%M:%S\""
+                )))
+            }
+        })
+    }
+}
+
+fn epoch_auto(n: f64) -> Option<i64> {
+    // Pick the unit by magnitude: seconds until year ~5138, then ms, µs, ns.
+    let abs = n.abs();
+    let us = if abs < 1e11 {
+        n * 1e6
+    } else if abs < 1e14 {
+        n * 1e3
+    } else if abs < 1e17 {
+        n
+    } else {
+        n / 1e3
+    };
+    us.is_finite().then_some(us as i64)
+}
+
+fn parse_text(s: &str, format: &TimestampFormat) -> Option<i64> {
+    let s = s.trim();
+    match format {
+        TimestampFormat::Strftime(pattern) => {
+            if let Ok(dt) = DateTime::parse_from_str(s, pattern) {
+                return Some(dt.with_timezone(&Utc).timestamp_micros());
+            }
+            NaiveDateTime::parse_from_str(s, pattern)
+                .ok()
+                .map(|n| Utc.from_utc_datetime(&n).timestamp_micros())
+        }
+        TimestampFormat::Rfc3339 => DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| d.timestamp_micros()),
+        TimestampFormat::Auto => {
+            if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+                return Some(d.timestamp_micros());
+            }
+            for pattern in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+                if let Ok(n) = NaiveDateTime::parse_from_str(s, pattern) {
+                    return Some(Utc.from_utc_datetime(&n).timestamp_micros());
+                }
+            }
+            for pattern in ["%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f %z"] {
+                if let Ok(d) = DateTime::parse_from_str(s, pattern) {
+                    return Some(d.timestamp_micros());
+                }
+            }
+            s.parse::<f64>().ok().and_then(epoch_auto)
+        }
+        unix => s.parse::<f64>().ok().and_then(|n| epoch_unit(n, unix)),
+    }
+}
+
+fn epoch_unit(n: f64, format: &TimestampFormat) -> Option<i64> {
+    let us = match format {
+        TimestampFormat::UnixSeconds => n * 1e6,
+        TimestampFormat::UnixMillis => n * 1e3,
+        TimestampFormat::UnixMicros => n,
+        TimestampFormat::UnixNanos => n / 1e3,
+        _ => return epoch_auto(n),
+    };
+    us.is_finite().then_some(us as i64)
+}
+
+/// Reads a JSON value as an event time, in UTC microseconds. `None` when the value is not a
+/// time in this format or lies outside 2000..2200.
+pub fn parse_timestamp_value(value: &Value, format: &TimestampFormat) -> Option<i64> {
+    let us = match value {
+        Value::String(s) => parse_text(s, format),
+        Value::Number(n) => n.as_f64().and_then(|n| epoch_unit(n, format)),
+        _ => None,
+    }?;
+    (MIN_EVENT_TIME_US..MAX_EVENT_TIME_US)
+        .contains(&us)
+        .then_some(us)
+}
+
+/// The Hive partition values (`date`, `hour`) of an event time.
+pub fn format_partition(timestamp_us: i64) -> (String, String) {
+    let dt = Utc
+        .timestamp_micros(timestamp_us)
+        .single()
+        .unwrap_or_else(|| Utc.timestamp_micros(0).unwrap());
+    (
+        dt.format("%Y-%m-%d").to_string(),
+        dt.format("%H").to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const T: i64 = 1_767_323_045_000_000; // 2026-01-02T03:04:05Z
+
+    #[test]
+    fn auto_reads_common_shapes() {
+        let f = TimestampFormat::Auto;
+        for v in [
+            json!("2026-01-02T03:04:05Z"),
+            json!("2026-01-02T04:04:05+01:00"),
+            json!("2026-01-02 03:04:05"),
+            json!("2026-01-02T03:04:05.000"),
+            json!(1_767_323_045),
+            json!(1_767_323_045_000i64),
+            json!(1_767_323_045_000_000i64),
+            json!(1_767_323_045_000_000_000i64),
+            json!("1767323045"),
+            json!(1_767_323_045.0),
+        ] {
+            assert_eq!(parse_timestamp_value(&v, &f), Some(T), "{v}");
+        }
+    }
+
+    #[test]
+    fn absurd_and_malformed_are_none() {
+        let f = TimestampFormat::Auto;
+        for v in [
+            json!("yesterday"),
+            json!(""),
+            json!(true),
+            json!(null),
+            json!({}),
+            json!("1900-01-01T00:00:00Z"),
+            json!("9999-01-01T00:00:00Z"),
+            json!(-5),
+            json!(1e300),
+        ] {
+            assert_eq!(parse_timestamp_value(&v, &f), None, "{v}");
+        }
+    }
+
+    #[test]
+    fn strftime_is_utc() {
+        let f = TimestampFormat::Strftime("%y%m%d %H%M%S".into());
+        assert_eq!(parse_timestamp_value(&json!("260102 030405"), &f), Some(T));
+    }
+
+    #[test]
+    fn partition_values() {
+        assert_eq!(format_partition(T), ("2026-01-02".into(), "03".into()));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn partition_matches_chrono(us in MIN_EVENT_TIME_US..MAX_EVENT_TIME_US) {
+            let (date, hour) = format_partition(us);
+            let dt = Utc.timestamp_micros(us).unwrap();
+            proptest::prop_assert_eq!(date, dt.date_naive().to_string());
+            proptest::prop_assert_eq!(hour.parse::<u32>().unwrap(), chrono::Timelike::hour(&dt));
+        }
+
+        #[test]
+        fn rfc3339_roundtrips(us in MIN_EVENT_TIME_US..MAX_EVENT_TIME_US) {
+            let s = Utc.timestamp_micros(us).unwrap().to_rfc3339();
+            proptest::prop_assert_eq!(parse_timestamp_value(&Value::String(s), &TimestampFormat::Auto), Some(us));
+        }
+    }
+}

@@ -1,0 +1,142 @@
+#!/usr/bin/env python3
+"""End-to-end ingest benchmark. Not a test: it prints numbers and never fails on them.
+
+Feeds JSON logs built from the loghub samples through the broker, runs one `loglake ingest`
+worker per lake kind (local directory, S3) until every record is queryable, and reports
+records/s, MB/s of raw JSON per core of ingest CPU time, peak RSS against the memory budget,
+and stored bytes against raw bytes. A peer runs in the same pass on the same records: DuckDB
+converting the NDJSON to zstd Parquet (its `read_json_auto` + `COPY`), as a JSON -> Parquet
+baseline. Output: one JSON object per line, then a table.
+"""
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = os.environ["LOGLAKE_BIN"]
+BROKERS = os.environ["LOGLAKE_KAFKA_BROKERS"]
+S3 = os.environ["LOGLAKE_S3_ENDPOINT"]
+REPEAT = int(os.environ.get("BENCH_REPEAT", "40"))
+BUDGET_MIB = int(os.environ.get("BENCH_BUDGET_MIB", "256"))
+LOGHUB = os.environ.get("LOGHUB_DIR", str(ROOT.parent / "shared" / "loghub"))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def proc_hwm_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def feed(topic, dump):
+    src = ["loghub", LOGHUB, "--repeat", str(REPEAT)] if os.path.isdir(LOGHUB) else ["generate", "--count", str(16000 * REPEAT)]
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "feed.py"), "--brokers", BROKERS, "--topic", topic,
+                          "--partitions", "4", "--dump", dump, src[0], *src[1:]], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def stored_bytes(kind, where):
+    if kind == "file":
+        return sum(f.stat().st_size for f in Path(where).rglob("*") if f.is_file())
+    import boto3
+    s3 = boto3.client("s3", endpoint_url=S3, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing")
+    total = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket="loglake", Prefix=where):
+        total += sum(o["Size"] for o in page.get("Contents", []))
+    return total
+
+
+def run_ingest(kind, topic, records, raw_bytes, tmp):
+    lake_id = uuid.uuid4().hex[:8]
+    if kind == "file":
+        url, where = f"file://{tmp}/lake-{lake_id}", f"{tmp}/lake-{lake_id}"
+        s3 = ""
+    else:
+        url, where = f"s3://loglake/bench-{lake_id}", f"bench-{lake_id}/"
+        s3 = f'[lake.s3]\nendpoint = "{S3}"\nregion = "us-east-1"\naccess_key_id = "testing"\nsecret_access_key = "testing"\nallow_http = true\n'
+    cfg = Path(tmp) / f"bench-{lake_id}.toml"
+    cfg.write_text(f'[lake]\nurl = "{url}"\n{s3}[kafka]\nbrokers = "{BROKERS}"\ngroup_id = "bench-{lake_id}"\n'
+                   f'topics = ["{topic}"]\n[kafka.options]\n"session.timeout.ms" = "6000"\n'
+                   f'[ingest]\nmax_latency = "5s"\nmemory_budget = "{BUDGET_MIB}MiB"\nmetrics_listen = "off"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
+    log = open(Path(tmp) / f"ingest-{lake_id}.log", "w")
+    t0 = time.time()
+    p = subprocess.Popen([BIN, "ingest", "--config", str(cfg), "--log", "warn"], env=env, stderr=log)
+    table = topic.replace("-", "_")
+    cpu = hwm = 0.0
+    while True:
+        time.sleep(1)
+        if p.poll() is not None:
+            sys.exit(f"ingest exited early: see {log.name}")
+        cpu, hwm = proc_cpu(p.pid), proc_hwm_mib(p.pid)
+        q = subprocess.run([BIN, "query", "--config", str(cfg), "--log", "error", "--format", "csv",
+                            f"SELECT count(*) FROM {table}"], env=env, capture_output=True, text=True)
+        if q.returncode == 0 and q.stdout.split()[-1] == str(records):
+            break
+        if time.time() - t0 > 1800:
+            sys.exit("benchmark timed out")
+    wall = time.time() - t0
+    p.terminate()
+    p.wait(60)
+    stored = stored_bytes(kind, where)
+    return {
+        "system": f"loglake ingest ({kind} lake)", "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
+        "wall_s": round(wall, 2), "records_per_s": round(records / wall), "cpu_s": round(cpu, 2),
+        "mb_per_cpu_s": round(raw_bytes / 1e6 / cpu, 1), "peak_rss_mib": round(hwm),
+        "rss_limit_mib": BUDGET_MIB + 128, "stored_mb": round(stored / 1e6, 1),
+        "stored_pct_of_raw": round(100 * stored / raw_bytes, 1),
+        "note": "wall includes consumer-group join and the final max_latency wait",
+    }
+
+
+def run_duckdb(dump, records, raw_bytes, tmp):
+    out = Path(tmp) / "duckdb.parquet"
+    code = (f"import duckdb; duckdb.sql(\"COPY (SELECT * FROM read_json_auto('{dump}', format='newline_delimited')) "
+            f"TO '{out}' (FORMAT parquet, COMPRESSION zstd)\")")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.time()
+    subprocess.run([sys.executable, "-c", code], check=True)
+    wall = time.time() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {
+        "system": "duckdb read_json_auto -> zstd parquet (peer)", "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
+        "wall_s": round(wall, 2), "records_per_s": round(records / wall), "cpu_s": round(cpu, 2),
+        "mb_per_cpu_s": round(raw_bytes / 1e6 / cpu, 1), "peak_rss_mib": round(after.ru_maxrss / 1024),
+        "stored_mb": round(out.stat().st_size / 1e6, 1), "stored_pct_of_raw": round(100 * out.stat().st_size / raw_bytes, 1),
+    }
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="loglake-bench-")
+    results = []
+    for kind in ("file", "s3"):
+        topic = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
+        dump = str(Path(tmp) / f"{topic}.ndjson")
+        fed = feed(topic, dump)
+        results.append(run_ingest(kind, topic, fed["records"], fed["bytes"], tmp))
+        print(json.dumps(results[-1]), flush=True)
+    results.append(run_duckdb(dump, fed["records"], fed["bytes"], tmp))
+    print(json.dumps(results[-1]), flush=True)
+    peer = results[-1]["mb_per_cpu_s"]
+    print()
+    print(f"{'system':48} {'rec/s':>9} {'MB/cpu-s':>9} {'vs peer':>8} {'RSS MiB':>8} {'stored %':>9}")
+    for r in results:
+        print(f"{r['system']:48} {r['records_per_s']:>9} {r['mb_per_cpu_s']:>9} {r['mb_per_cpu_s'] / peer:>7.2f}x "
+              f"{r['peak_rss_mib']:>8} {r['stored_pct_of_raw']:>8}%")
+
+
+if __name__ == "__main__":
+    main()

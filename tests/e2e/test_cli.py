@@ -1,0 +1,68 @@
+"""What an operator sees: clear config errors, clear SQL errors, graceful shutdown that
+commits what it holds, and the metrics endpoint."""
+import subprocess
+import time
+import urllib.request
+import uuid
+
+from conftest import Lake, Worker, create_topic, log_record, loglake_bin, produce
+
+
+def run(args, env=None):
+    return subprocess.run([loglake_bin(), *args], capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_invalid_config_names_the_key(tmp_path):
+    cases = {
+        '[lake]\nurl = "file:///tmp/x"\n[ingest]\nmax_latency = "soonish"\n': "ingest.max_latency",
+        '[lake]\nurl = "file:///tmp/x"\n[ingest]\nmax_file_sise = "1MiB"\n': "max_file_sise",
+        '[lake]\nurl = "ftp://x"\n': "ftp",
+        '[lake]\nurl = "file:///tmp/x"\n[kafka]\nbrokers = "b:1"\n': "kafka.topics",
+        '[lake]\nurl = "file:///tmp/x"\n[kafka]\nbrokers = "b:1"\ntopics = ["t"]\n[kafka.options]\n"enable.auto.commit" = "true"\n': "enable.auto.commit",
+        '[lake\n': "not valid TOML",
+    }
+    for text, needle in cases.items():
+        path = tmp_path / "bad.toml"
+        path.write_text(text)
+        r = run(["ingest", "--config", str(path)])
+        assert r.returncode != 0, text
+        assert needle in r.stderr, (text, r.stderr)
+    r = run(["ingest", "--config", str(tmp_path / "missing.toml")])
+    assert r.returncode != 0 and "could not read config file" in r.stderr
+    path = tmp_path / "nokafka.toml"
+    path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n')
+    r = run(["ingest", "--config", str(path)])
+    assert r.returncode != 0 and "[kafka]" in r.stderr
+
+
+def test_bad_sql_is_a_clear_error(tmp_path):
+    path = tmp_path / "q.toml"
+    path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n')
+    for sql, needle in [("SELEC 1", "SELEC"), ("SELECT * FROM nowhere", "nowhere"),
+                        ("DROP TABLE x", "read-only"), ("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc'", "read-only")]:
+        r = run(["query", "--config", str(path), sql])
+        assert r.returncode != 0, sql
+        assert needle in r.stderr, (sql, r.stderr)
+    r = run(["query", "--config", str(path), "--format", "csv", "SELECT 41 + 1 AS answer"])
+    assert r.returncode == 0 and r.stdout.split() == ["answer", "42"]
+
+
+def test_sigterm_commits_what_is_buffered_and_metrics_tell(stack, tmp_path, workers):
+    topic = f"term-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 2)
+    lake = Lake(stack, "file", [topic], tmp_path, ingest={"max_latency": "1h", "shutdown_grace": "20s"})
+    w = Worker(lake)
+    workers.append(w)
+    produce(stack, topic, [(i % 2, b"h", log_record("2026-03-05T00:00:00Z", "h", i)) for i in range(500)])
+    deadline = time.time() + 60
+    while w.metrics().get("loglake_ingest_records_total", 0) < 500:
+        assert time.time() < deadline, w.tail()
+        time.sleep(0.3)
+    assert urllib.request.urlopen(w.metrics_url() + "/healthz", timeout=5).status == 200
+    m = w.metrics()
+    assert m["loglake_ingest_rows_written_total"] == 0, "max_latency 1h: nothing flushed yet"
+    assert m["loglake_ingest_buffered_bytes"] > 0
+    started = time.time()
+    assert w.stop(timeout=30) == 0
+    assert time.time() - started < 25
+    assert lake.count(topic.replace("-", "_")) == 500
