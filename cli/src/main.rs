@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Override;
 
+/// delta-rs and its kernel narrate every snapshot at INFO: keep them to warnings by default.
+const DEFAULT_LOG: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_aws=warn,buoyant_kernel=warn,delta_kernel=warn";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "loglake",
@@ -29,7 +32,7 @@ struct Cli {
     #[arg(long, global = true)]
     lake_url: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. "info" or "loglake_ingest=debug".
-    #[arg(long, env = "LOGLAKE_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "LOGLAKE_LOG", default_value = DEFAULT_LOG, global = true)]
     log: String,
     #[command(subcommand)]
     command: Command,
@@ -79,6 +82,7 @@ fn init_tracing(filter: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

@@ -193,8 +193,8 @@ mod tests {
                 key: None,
                 partition: 0,
                 offset,
-                kafka_timestamp_ms: Some(0),
-                received_at_us: 0,
+                kafka_timestamp_ms: None,
+                received_at_us: 1_800_000_000_000_000,
             })
             .unwrap()
     }

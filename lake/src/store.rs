@@ -172,6 +172,18 @@ impl Lake {
 
     /// Opens the latest version of a table; `None` if the table does not exist yet.
     pub async fn open_table(&self, dir: &str) -> Result<Option<DeltaTable>, LakeError> {
+        let log = self.path(&format!("{dir}/_delta_log"));
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&log))
+            .await
+            .map_err(|source| LakeError::Store {
+                url: self.table_url(dir).to_string(),
+                source,
+            })?;
+        if listing.objects.is_empty() {
+            return Ok(None);
+        }
         match self.builder(dir)?.load().await {
             Ok(t) => Ok(Some(t)),
             Err(deltalake::DeltaTableError::NotATable(_)) => Ok(None),

@@ -23,10 +23,10 @@ use loglake_lake::{Lake, LakeError, TableInfo};
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
     /// The SQL does not parse or plan: the user's to fix.
-    #[error("{0}")]
+    #[error("invalid SQL")]
     Plan(#[source] DataFusionError),
     /// The SQL asks for something a read-only archive does not do.
-    #[error("{0}: loglake's SQL is read-only")]
+    #[error("refused: loglake's SQL is read-only (no DDL, DML, COPY or SET)")]
     ReadOnly(#[source] DataFusionError),
     #[error("query failed")]
     Execution(#[source] DataFusionError),

@@ -15,7 +15,8 @@
 //! let mapper = Mapper::new(&TopicSchema::default()).unwrap();
 //! let raw = RawRecord {
 //!     payload: Some(br#"{"ts":"2026-01-02T03:04:05Z","host":"web-1","msg":"hi","pid":7}"#),
-//!     key: None, partition: 0, offset: 42, kafka_timestamp_ms: None, received_at_us: 0,
+//!     key: None, partition: 0, offset: 42, kafka_timestamp_ms: None,
+//!     received_at_us: 1_767_323_100_000_000, // when this worker read it
 //! };
 //! let row = mapper.map(&raw).unwrap();
 //! assert_eq!(row.host, "web-1");

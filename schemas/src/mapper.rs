@@ -227,7 +227,10 @@ impl Mapper {
             .kafka_timestamp_ms
             .filter(|ms| *ms >= 0)
             .map(|ms| ms.saturating_mul(1000));
-        let reference_us = kafka_timestamp_us.unwrap_or(raw.received_at_us);
+        // Producer clocks can be wrong: "ahead" is measured from the later of the two clocks.
+        let reference_us = kafka_timestamp_us
+            .unwrap_or(raw.received_at_us)
+            .max(raw.received_at_us);
         let latest_us =
             reference_us.saturating_add(s.max_future_skew_secs.saturating_mul(1_000_000));
 
@@ -444,6 +447,7 @@ fn sanitize_host(host: &str) -> String {
 /// The first level word (`INFO`, `ERROR`, ...) among the first words of a text line.
 fn detect_level(line: &str) -> Option<&'static str> {
     line.split(|c: char| !c.is_ascii_alphabetic())
+        .filter(|w| !w.is_empty())
         .take(12)
         .find_map(|word| LEVEL_WORDS.iter().find(|l| **l == word).copied())
 }

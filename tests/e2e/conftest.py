@@ -110,7 +110,6 @@ class Lake:
         for k in list(env):
             if k.startswith("AWS_") or k.startswith("LOGLAKE_"):
                 del env[k]
-        env["LOGLAKE_LOG"] = "info"
         return env
 
     def run(self, *args, check=True, timeout=120):
