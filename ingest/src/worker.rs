@@ -184,10 +184,7 @@ impl Worker {
             .await?;
         let existing: Vec<String> = table
             .snapshot()
-            .map_err(|e| loglake_lake::LakeError::Delta {
-                table: topic.into(),
-                source: e,
-            })?
+            .map_err(|e| loglake_lake::LakeError::delta(topic, e))?
             .schema()
             .fields()
             .map(|f| f.name().to_string())

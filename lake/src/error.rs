@@ -21,7 +21,7 @@ pub enum LakeError {
     Delta {
         table: String,
         #[source]
-        source: DeltaTableError,
+        source: Box<DeltaTableError>,
     },
     #[error("table {table}: another writer committed for {app_id} since version {read_version}")]
     TxnConflict {
@@ -38,10 +38,10 @@ pub enum LakeError {
 }
 
 impl LakeError {
-    pub(crate) fn delta(table: &str, source: DeltaTableError) -> Self {
+    pub fn delta(table: &str, source: DeltaTableError) -> Self {
         Self::Delta {
             table: table.to_string(),
-            source,
+            source: Box::new(source),
         }
     }
 }

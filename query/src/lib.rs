@@ -69,10 +69,7 @@ impl QueryEngine {
             };
             table
                 .update_datafusion_session(&ctx.state())
-                .map_err(|e| LakeError::Delta {
-                    table: info.dir.clone(),
-                    source: e,
-                })?;
+                .map_err(|e| LakeError::delta(&info.dir, e))?;
             let provider = table
                 .table_provider()
                 .await
