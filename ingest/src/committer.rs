@@ -63,10 +63,10 @@ impl Worker {
             }
             let table = state.rejected_table.as_mut().expect("set above");
             refresh(table).await?;
-            let txns: Vec<TxnUpdate> = state
-                .buffer
-                .rejected_partitions()
-                .map(|p| TxnUpdate {
+            let parts: Vec<i32> = state.buffer.rejected_partitions().collect();
+            let txns: Vec<TxnUpdate> = parts
+                .iter()
+                .map(|&p| TxnUpdate {
                     app_id: app_id(&self.kafka.group_id, p),
                     expected: self
                         .partitions
@@ -79,14 +79,8 @@ impl Worker {
             let adds = write_files(table, batches, writer_properties(None), max_file).await?;
             match commit_with_progress(table, adds, &txns, metadata(rows)).await {
                 Ok(version) => {
-                    for t in &txns {
-                        let p: i32 = t
-                            .app_id
-                            .rsplit(':')
-                            .next()
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(-1);
-                        if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
+                    for (p, t) in parts.iter().zip(&txns) {
+                        if let Some(s) = self.partitions.get_mut(&(topic.to_string(), *p)) {
                             s.committed_rejected = Some(t.version);
                         }
                     }
@@ -160,13 +154,8 @@ impl Worker {
         );
 
         let mut offsets = TopicPartitionList::new();
-        for t in &txns {
-            let p: i32 = t
-                .app_id
-                .rsplit(':')
-                .next()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(-1);
+        for (p, t) in progress.keys().zip(&txns) {
+            let p = *p;
             if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
                 s.committed = Some(t.version);
                 let _ = offsets.add_partition_offset(topic, p, Offset::Offset(t.version + 1));

@@ -223,7 +223,11 @@ impl SchemaSet {
                     source,
                 })?
                 .path();
-            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            // `Cargo.toml`: in this repository `schemas/` is also the schemas crate, so the
+            // default `schemas_dir = "schemas"` run from a checkout must not read its manifest.
+            if path.extension().and_then(|e| e.to_str()) != Some("toml")
+                || path.file_name().and_then(|n| n.to_str()) == Some("Cargo.toml")
+            {
                 continue;
             }
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
@@ -306,5 +310,12 @@ mod example_tests {
         let set = super::SchemaSet::load_dir(&dir).unwrap();
         assert_eq!(set.for_topic("hdfs").columns.len(), 2);
         assert_eq!(set.for_topic("nginx-access").columns.len(), 4);
+    }
+
+    #[test]
+    fn the_crate_folder_itself_is_a_valid_schemas_dir() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let set = super::SchemaSet::load_dir(dir).unwrap();
+        assert_eq!(set.for_topic("Cargo"), &super::TopicSchema::default());
     }
 }

@@ -1,6 +1,6 @@
 //! Event-time parsing. All times are UTC microseconds since the Unix epoch.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -117,15 +117,20 @@ pub fn parse_timestamp_value(value: &Value, format: &TimestampFormat) -> Option<
         .then_some(us)
 }
 
-/// The Hive partition values (`date`, `hour`) of an event time.
+/// The Hive partition values (`date`, `hour`) of an event time. Called for every row, so it
+/// does plain arithmetic instead of strftime.
 pub fn format_partition(timestamp_us: i64) -> (String, String) {
-    let dt = Utc
-        .timestamp_micros(timestamp_us)
-        .single()
-        .unwrap_or_else(|| Utc.timestamp_micros(0).unwrap());
+    const DAYS_FROM_CE_TO_UNIX_EPOCH: i64 = 719_163;
+    let secs = timestamp_us.div_euclid(1_000_000);
+    let days = secs.div_euclid(86_400) + DAYS_FROM_CE_TO_UNIX_EPOCH;
+    let hour = secs.rem_euclid(86_400) / 3600;
+    let date = i32::try_from(days)
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or_default();
     (
-        dt.format("%Y-%m-%d").to_string(),
-        dt.format("%H").to_string(),
+        format!("{:04}-{:02}-{:02}", date.year(), date.month(), date.day()),
+        format!("{hour:02}"),
     )
 }
 
