@@ -26,6 +26,7 @@
 //! ```
 
 mod builder;
+mod fields;
 mod mapper;
 mod model;
 mod timestamp;

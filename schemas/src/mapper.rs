@@ -5,6 +5,7 @@ use std::fmt;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use crate::fields::{get_path, take_first_scalar, take_first_string, take_path};
 use crate::model::{ColumnSpec, ColumnType, Format, SchemaError, TopicSchema};
 use crate::timestamp::{format_partition, parse_timestamp_value, MIN_EVENT_TIME_US};
 
@@ -363,66 +364,6 @@ fn convert(v: &Value, spec: &ColumnSpec, schema: &TopicSchema) -> Result<TypedVa
             ),
         )
     })
-}
-
-/// A field by exact key, else by dotted path into nested objects.
-fn get_path<'a>(fields: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
-    if let Some(v) = fields.get(path) {
-        return Some(v);
-    }
-    let mut parts = path.split('.');
-    let mut current = fields.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
-}
-
-/// Removes a field found as [`get_path`] finds it; emptied parent objects go too.
-fn take_path(fields: &mut Map<String, Value>, path: &str) -> Option<Value> {
-    if let Some(v) = fields.remove(path) {
-        return Some(v);
-    }
-    let (head, rest) = path.split_once('.')?;
-    let child = fields.get_mut(head)?.as_object_mut()?;
-    let taken = take_path(child, rest)?;
-    if child.is_empty() {
-        fields.remove(head);
-    }
-    Some(taken)
-}
-
-fn take_first_string(fields: &mut Map<String, Value>, names: &[String]) -> Option<String> {
-    for name in names {
-        if let Some(Value::String(s)) = get_path(fields, name) {
-            if s.is_empty() {
-                continue;
-            }
-            let s = s.clone();
-            take_path(fields, name);
-            return Some(s);
-        }
-    }
-    None
-}
-
-fn take_first_scalar(fields: &mut Map<String, Value>, names: &[String]) -> Option<String> {
-    for name in names {
-        match get_path(fields, name) {
-            Some(Value::String(_)) => {
-                if let Some(Value::String(s)) = take_path(fields, name) {
-                    return Some(s);
-                }
-            }
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                let s = v.to_string();
-                take_path(fields, name);
-                return Some(s);
-            }
-            _ => {}
-        }
-    }
-    None
 }
 
 /// Host names become directory names: keep them to a safe alphabet and length.
