@@ -23,6 +23,7 @@ BIN = os.environ["LOGLAKE_BIN"]
 BROKERS = os.environ["LOGLAKE_KAFKA_BROKERS"]
 S3 = os.environ["LOGLAKE_S3_ENDPOINT"]
 REPEAT = int(os.environ.get("BENCH_REPEAT", "40"))
+# BENCH_KINDS=file runs only the local-directory lake.
 BUDGET_MIB = int(os.environ.get("BENCH_BUDGET_MIB", "256"))
 LOGHUB = os.environ.get("LOGHUB_DIR", str(ROOT.parent / "shared" / "loghub"))
 CLK = os.sysconf("SC_CLK_TCK")
@@ -123,7 +124,7 @@ def run_duckdb(dump, records, raw_bytes, tmp):
 def main():
     tmp = tempfile.mkdtemp(prefix="loglake-bench-")
     results = []
-    for kind in ("file", "s3"):
+    for kind in os.environ.get("BENCH_KINDS", "file,s3").split(","):
         topic = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
         dump = str(Path(tmp) / f"{topic}.ndjson")
         fed = feed(topic, dump)

@@ -21,7 +21,7 @@ pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(3).expect("3 is a valid zstd level"),
+            ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
