@@ -79,16 +79,21 @@ pub async fn run(
     tracing::info!("ingest started");
 
     let outcome: Result<(), IngestError> = loop {
-        metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
         let receiving = !worker.paused();
+        let mut ticked = false;
+        // The tick comes before `recv` so that a busy partition cannot starve the latency
+        // flush and the heartbeat; it is ready only every 200ms, so it cannot starve `recv`.
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
+            _ = tick.tick() => ticked = true,
             received = consumer.recv(), if receiving => match received {
                 Ok(msg) => worker.on_message(&msg),
                 Err(e) => worker.on_consume_error(e),
             },
-            _ = tick.tick() => {}
+        }
+        if ticked {
+            metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
         }
         let mut failed = None;
         while let Ok(event) = events.try_recv() {
@@ -100,7 +105,10 @@ pub async fn run(
         if let Some(e) = failed {
             break Err(e);
         }
-        worker.flush_due(&consumer).await;
+        // Per message only the cheap checks; the latency scan runs on the tick.
+        if ticked || worker.needs_flush() {
+            worker.flush_due(&consumer).await;
+        }
     };
 
     let result = match outcome {

@@ -91,6 +91,11 @@ impl Worker {
         self.topics.values().map(|t| t.buffer.bytes()).sum()
     }
 
+    /// A buffer reached the file size, or the budget is full: flush before reading on.
+    pub fn needs_flush(&self) -> bool {
+        !self.due.is_empty() || self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()
+    }
+
     /// Stop reading while over budget and unable to flush: memory stays bounded.
     pub fn paused(&self) -> bool {
         self.failing > 0 && self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()

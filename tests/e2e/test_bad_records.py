@@ -3,6 +3,7 @@ archived, the bad ones quarantined with their raw bytes and reason, counts are c
 the worker keeps running."""
 import collections
 import json
+import time
 import uuid
 
 from deltalake import DeltaTable
@@ -66,7 +67,9 @@ def test_bad_records_are_quarantined_and_counts_conserved(stack, tmp_path, worke
     # Still running: more good records still arrive.
     produce(stack, topic, [(0, b"web-2", log_record("2026-03-03T06:00:00Z", "web-2", 10_000 + i)) for i in range(50)])
     lake.wait_count(table, good + 50, workers=[w])
-    m = w.metrics()
+    deadline = time.time() + 15
+    while (m := w.metrics())["loglake_ingest_rows_written_total"] < good + 50 and time.time() < deadline:
+        time.sleep(0.2)
     assert m["loglake_ingest_quarantined_total"] == n_bad
     assert m["loglake_ingest_records_total"] == good + 50 + n_bad
     assert m["loglake_ingest_rows_written_total"] == good + 50

@@ -38,7 +38,10 @@ def test_s3_and_broker_outages_lose_nothing(stack, tmp_path, workers):
         thaw(tansu)
     produce(stack, topic, batch(2000, 1000))
     lake.wait_count(table, 3000, timeout=180, workers=[w])
-    m = w.metrics()
+    # The table can show a commit a moment before the worker has counted it.
+    deadline = time.time() + 15
+    while (m := w.metrics())["loglake_ingest_rows_written_total"] < 3000 and time.time() < deadline:
+        time.sleep(0.2)
     assert m["loglake_ingest_rows_written_total"] == 3000
     assert m["loglake_ingest_commit_conflicts_total"] == 0
     assert w.stop() == 0
