@@ -222,10 +222,16 @@ impl Lake {
                 tracing::info!(table = dir, "created table");
                 Ok(t)
             }
-            // Lost the race (or Ignore returned an unloaded handle): open what is there.
-            _ => self.open_table(dir).await?.ok_or_else(|| {
+            // Ignore returned an unloaded handle: another writer created it; open that.
+            Ok(_) => self.open_table(dir).await?.ok_or_else(|| {
                 LakeError::delta(dir, deltalake::DeltaTableError::NotATable(dir.into()))
             }),
+            // Lost the creation race, or the store refused: the table if it now exists,
+            // else the real reason creation failed.
+            Err(e) => match self.open_table(dir).await {
+                Ok(Some(t)) => Ok(t),
+                _ => Err(LakeError::delta(dir, e)),
+            },
         }
     }
 
