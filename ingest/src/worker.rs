@@ -91,14 +91,18 @@ impl Worker {
         self.topics.values().map(|t| t.buffer.bytes()).sum()
     }
 
+    fn over_budget(&self) -> bool {
+        self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()
+    }
+
     /// A buffer reached the file size, or the budget is full: flush before reading on.
     pub fn needs_flush(&self) -> bool {
-        !self.due.is_empty() || self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()
+        !self.due.is_empty() || self.over_budget()
     }
 
     /// Stop reading while over budget and unable to flush: memory stays bounded.
     pub fn paused(&self) -> bool {
-        self.failing > 0 && self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64()
+        self.failing > 0 && self.over_budget()
     }
 
     pub fn on_consume_error(&mut self, error: rdkafka::error::KafkaError) {
@@ -381,7 +385,7 @@ impl Worker {
             })
             .map(|(name, _)| name.clone())
             .collect();
-        if self.buffered_bytes() as u64 >= self.config.memory_budget.as_u64() {
+        if self.over_budget() {
             if let Some((name, _)) = self.topics.iter().max_by_key(|(_, t)| t.buffer.bytes()) {
                 if !due.contains(name) {
                     due.insert(0, name.clone());
