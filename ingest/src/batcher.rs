@@ -19,6 +19,11 @@ pub struct Progress {
     pub newest_kafka_ms: Option<i64>,
 }
 
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Microseconds in an hour: rows of one (host, hour number) share a partition.
+const HOUR_US: i64 = 3_600_000_000;
+
 #[derive(Debug)]
 struct PartBuffer {
     builder: RowBuilder,
@@ -32,7 +37,9 @@ struct PartBuffer {
 pub struct TopicBuffer {
     mapper: Mapper,
     schema: SchemaRef,
-    parts: HashMap<(String, String, String), PartBuffer>,
+    /// By host, then by hour since the epoch (a host's records span few hours at a time),
+    /// so routing a row allocates nothing and formats no dates.
+    parts: FastMap<String, Vec<(i64, PartBuffer)>>,
     rejected: RejectedBuilder,
     rejected_chunks: Vec<RecordBatch>,
     progress: BTreeMap<i32, Progress>,
@@ -46,7 +53,7 @@ impl TopicBuffer {
         Self {
             schema: table_arrow_schema(mapper.schema()),
             mapper,
-            parts: HashMap::new(),
+            parts: FastMap::default(),
             rejected: RejectedBuilder::default(),
             rejected_chunks: Vec::new(),
             progress: BTreeMap::new(),
@@ -86,14 +93,31 @@ impl TopicBuffer {
     pub fn push_row(&mut self, row: &Row) -> usize {
         let n = row.estimated_bytes();
         self.bytes += n;
-        let key = row.partition_values();
-        let schema = &self.schema;
-        let topic_schema = self.mapper.schema();
-        let part = self.parts.entry(key).or_insert_with_key(|key| PartBuffer {
-            builder: RowBuilder::new(schema.clone(), topic_schema, key.clone()),
-            chunks: Vec::new(),
-            bytes: 0,
-        });
+        let hour = row.timestamp_us.div_euclid(HOUR_US);
+        let hours = match self.parts.get_mut(row.host.as_str()) {
+            Some(hours) => hours,
+            None => self.parts.entry(row.host.clone()).or_default(),
+        };
+        let at = match hours.iter().position(|(h, _)| *h == hour) {
+            Some(at) => at,
+            None => {
+                let builder = RowBuilder::new(
+                    self.schema.clone(),
+                    self.mapper.schema(),
+                    row.partition_values(),
+                );
+                hours.push((
+                    hour,
+                    PartBuffer {
+                        builder,
+                        chunks: Vec::new(),
+                        bytes: 0,
+                    },
+                ));
+                hours.len() - 1
+            }
+        };
+        let part = &mut hours[at].1;
         part.builder.append(row);
         part.bytes += n;
         part.bytes
@@ -132,7 +156,7 @@ impl TopicBuffer {
     /// until [`TopicBuffer::clear`], so a failed write can be retried.
     pub fn data_batches(&mut self) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
         let mut out = Vec::with_capacity(self.parts.len());
-        for part in self.parts.values_mut() {
+        for (_, part) in self.parts.values_mut().flatten() {
             if !part.builder.is_empty() {
                 part.chunks.push(part.builder.finish()?);
             }

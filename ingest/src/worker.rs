@@ -54,6 +54,8 @@ pub(crate) struct Worker {
     pub failing: u32,
     pub backoff_until: Option<Instant>,
     last_consume_error: Option<(String, Instant)>,
+    /// Reused key for the per-message partition lookup, so a record costs no allocation.
+    lookup: (String, i32),
 }
 
 pub(crate) fn app_id(group_id: &str, partition: i32) -> String {
@@ -84,6 +86,7 @@ impl Worker {
             failing: 0,
             backoff_until: None,
             last_consume_error: None,
+            lookup: (String::new(), 0),
         }
     }
 
@@ -118,7 +121,12 @@ impl Worker {
         let topic = msg.topic();
         let partition = msg.partition();
         let offset = msg.offset();
-        let Some(state) = self.partitions.get_mut(&(topic.to_string(), partition)) else {
+        if self.lookup.0 != topic {
+            self.lookup.0.clear();
+            self.lookup.0.push_str(topic);
+        }
+        self.lookup.1 = partition;
+        let Some(state) = self.partitions.get_mut(&self.lookup) else {
             return; // not (or no longer) ours
         };
         let Some(next) = state.next else {

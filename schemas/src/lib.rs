@@ -29,6 +29,7 @@ mod builder;
 mod fields;
 mod mapper;
 mod model;
+mod scan;
 mod timestamp;
 
 pub use builder::{

@@ -3,10 +3,11 @@
 use std::fmt;
 
 use regex::Regex;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use crate::fields::{get_path, take_first_scalar, take_first_string, take_path};
+use crate::fields::{get_path, take_first_scalar, take_first_string, take_path, Held};
 use crate::model::{ColumnSpec, ColumnType, Format, SchemaError, TopicSchema};
+use crate::scan::{Fields, Wanted};
 use crate::timestamp::{format_partition, parse_timestamp_value, MIN_EVENT_TIME_US};
 
 /// A Kafka record as the mapper sees it: bytes plus coordinates.
@@ -130,12 +131,16 @@ fn reject(kind: RejectionKind, detail: impl Into<String>) -> Rejection {
 pub struct Mapper {
     schema: TopicSchema,
     pattern: Option<Regex>,
+    /// Top-level JSON keys the mapping may take; all others go to `attributes` unparsed.
+    wanted: Wanted,
 }
 
 const LEVEL_WORDS: &[&str] = &[
     "TRACE", "DEBUG", "INFO", "NOTICE", "WARN", "WARNING", "ERROR", "CRITICAL", "FATAL",
 ];
 const MAX_HOST_LEN: usize = 253;
+/// Where the original host value goes when it had to be cleaned for a directory name.
+const ORIGINAL_HOST: &str = "_original_host";
 
 impl Mapper {
     pub fn new(schema: &TopicSchema) -> Result<Self, SchemaError> {
@@ -149,9 +154,23 @@ impl Mapper {
                 name: "schema".into(),
                 message: e.to_string(),
             })?;
+        let wanted = Wanted::new(
+            [
+                &schema.timestamp_fields,
+                &schema.host_fields,
+                &schema.message_fields,
+                &schema.level_fields,
+            ]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .chain(schema.columns.iter().map(ColumnSpec::field))
+            .chain([ORIGINAL_HOST]),
+        );
         Ok(Self {
             schema: schema.clone(),
             pattern,
+            wanted,
         })
     }
 
@@ -185,22 +204,24 @@ impl Mapper {
             Format::Text => false,
             Format::Auto => text.trim_start().starts_with('{'),
         };
-        if is_json {
-            let fields = match serde_json::from_str::<Value>(text) {
-                Ok(Value::Object(map)) => map,
-                Ok(other) => {
-                    return Err(reject(
-                        RejectionKind::NotAnObject,
-                        format!("expected a JSON object, got {}", json_type(&other)),
-                    ))
-                }
-                Err(e) => return Err(reject(RejectionKind::MalformedJson, e.to_string())),
-            };
+        if is_json && text.trim_start().starts_with('{') {
+            let fields = Fields::scan(text, &self.wanted)
+                .map_err(|e| reject(RejectionKind::MalformedJson, e.to_string()))?;
             return self.row_from_fields(fields, None, raw);
+        }
+        if is_json {
+            // Not an object: parse it whole only to say what it is instead.
+            return Err(match serde_json::from_str::<Value>(text) {
+                Ok(other) => reject(
+                    RejectionKind::NotAnObject,
+                    format!("expected a JSON object, got {}", json_type(&other)),
+                ),
+                Err(e) => reject(RejectionKind::MalformedJson, e.to_string()),
+            });
         }
         let line = text.trim_end_matches(['\n', '\r']);
         let Some(pattern) = &self.pattern else {
-            return self.row_from_fields(Map::new(), Some(line), raw);
+            return self.row_from_fields(Fields::default(), Some(line), raw);
         };
         let Some(captures) = pattern.captures(line) else {
             return Err(reject(
@@ -208,22 +229,27 @@ impl Mapper {
                 "line does not match the topic's pattern",
             ));
         };
-        let mut fields = Map::new();
+        let mut fields = Held::default();
         for name in pattern.capture_names().flatten() {
             if let Some(m) = captures.name(name) {
-                fields.insert(name.to_string(), Value::String(m.as_str().to_string()));
+                fields.insert(
+                    name.to_string().into(),
+                    Value::String(m.as_str().to_string()),
+                    None,
+                );
             }
         }
-        self.row_from_fields(fields, Some(line), raw)
+        self.row_from_fields(Fields::held(fields), Some(line), raw)
     }
 
     fn row_from_fields(
         &self,
-        mut fields: Map<String, Value>,
+        mut all: Fields<'_>,
         line: Option<&str>,
         raw: &RawRecord<'_>,
     ) -> Result<Row, Rejection> {
         let s = &self.schema;
+        let fields = &mut all.held;
         let kafka_timestamp_us = raw
             .kafka_timestamp_ms
             .filter(|ms| *ms >= 0)
@@ -237,12 +263,12 @@ impl Mapper {
 
         let mut timestamp_us = None;
         for name in &s.timestamp_fields {
-            let Some(value) = get_path(&fields, name) else {
+            let Some(value) = get_path(fields, name) else {
                 continue;
             };
             match parse_timestamp_value(value, &s.timestamp_format) {
                 Some(us) if us <= latest_us => {
-                    take_path(&mut fields, name);
+                    take_path(fields, name);
                     timestamp_us = Some(us);
                     break;
                 }
@@ -254,7 +280,7 @@ impl Mapper {
             .or(kafka_timestamp_us.filter(|us| *us >= MIN_EVENT_TIME_US))
             .unwrap_or(raw.received_at_us);
 
-        let mut host = take_first_string(&mut fields, &s.host_fields);
+        let mut host = take_first_string(fields, &s.host_fields);
         if host.is_none() {
             host = raw
                 .key
@@ -263,22 +289,21 @@ impl Mapper {
                 .map(str::to_string);
         }
         let host = match host {
+            Some(h) if is_clean_host(&h) => h,
             Some(h) => {
                 let clean = sanitize_host(&h);
-                if clean != h {
-                    fields.insert("_original_host".into(), Value::String(h));
-                }
+                fields.insert(ORIGINAL_HOST.into(), Value::String(h), None);
                 clean
             }
             None => "unknown".to_string(),
         };
 
-        let mut message = take_first_scalar(&mut fields, &s.message_fields);
-        let mut level = take_first_scalar(&mut fields, &s.level_fields);
+        let mut message = take_first_scalar(fields, &s.message_fields);
+        let mut level = take_first_scalar(fields, &s.level_fields);
 
         let mut columns = Vec::with_capacity(s.columns.len());
         for spec in &s.columns {
-            let value = match take_path(&mut fields, spec.field()) {
+            let value = match take_path(fields, spec.field()) {
                 None | Some(Value::Null) => TypedValue::Null,
                 Some(v) => convert(&v, spec, s)?,
             };
@@ -292,7 +317,7 @@ impl Mapper {
                 level = detect_level(line).map(str::to_string);
             }
         }
-        let attributes = (!fields.is_empty()).then(|| Value::Object(fields).to_string());
+        let attributes = all.into_attributes();
         Ok(Row {
             timestamp_us,
             host,
@@ -366,17 +391,20 @@ fn convert(v: &Value, spec: &ColumnSpec, schema: &TopicSchema) -> Result<TypedVa
     })
 }
 
+fn is_host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')
+}
+
+/// A host that [`sanitize_host`] would leave as it is.
+fn is_clean_host(host: &str) -> bool {
+    host.len() <= MAX_HOST_LEN && host.chars().all(is_host_char) && !host.chars().all(|c| c == '.')
+}
+
 /// Host names become directory names: keep them to a safe alphabet and length.
 fn sanitize_host(host: &str) -> String {
     let mut clean: String = host
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':') {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if is_host_char(c) { c } else { '_' })
         .collect();
     clean.truncate(MAX_HOST_LEN);
     if clean.is_empty() || clean.chars().all(|c| c == '.') {

@@ -1,0 +1,45 @@
+//! Maps every line of an NDJSON file with the default schema and prints the rate: a
+//! micro-benchmark of the mapping alone (`scripts/bench.sh` measures the whole worker).
+//!
+//! `cargo run --example map_records -p loglake-schemas -- FILE`
+
+use std::time::Instant;
+
+use loglake_schemas::{Mapper, RawRecord, TopicSchema};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args()
+        .nth(1)
+        .ok_or("usage: map_records FILE.ndjson")?;
+    let text = std::fs::read(&path)?;
+    let lines: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let mapper = Mapper::new(&TopicSchema::default())?;
+    let started = Instant::now();
+    let (mut rows, mut bytes) = (0usize, 0usize);
+    for (offset, line) in lines.iter().enumerate() {
+        let raw = RawRecord {
+            payload: Some(line),
+            key: None,
+            partition: 0,
+            offset: offset as i64,
+            kafka_timestamp_ms: Some(1_767_323_045_000),
+            received_at_us: 1_767_323_045_000_000,
+        };
+        if let Ok(row) = mapper.map(&raw) {
+            rows += 1;
+            bytes += row.estimated_bytes();
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "{} records, {rows} rows, {:.1} MB in {secs:.3} s: {:.2} us/record, {:.1} MB/s ({bytes} row bytes)",
+        lines.len(),
+        text.len() as f64 / 1e6,
+        secs * 1e6 / lines.len() as f64,
+        text.len() as f64 / 1e6 / secs
+    );
+    Ok(())
+}

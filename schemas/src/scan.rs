@@ -1,0 +1,386 @@
+//! One pass over a JSON object record, without building a tree of the whole record.
+//!
+//! Only the top-level fields the mapper may take (the candidates for timestamp, host, level,
+//! message and the typed columns, see [`Wanted`]) are parsed into [`Value`]s. Every other
+//! field is re-serialised straight into the `attributes` text as the parser reads it, so a
+//! record with many fields costs one parse and one write, not a map of owned keys and values
+//! that is then serialised again. The text is exactly what `serde_json` prints for the same
+//! value: compact, numbers as parsed, strings escaped the same way.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+
+use crate::fields::Held;
+
+/// The top-level keys whose values the mapper may take.
+#[derive(Debug, Clone)]
+pub(crate) struct Wanted {
+    names: Vec<String>,
+    /// Bit `n` is set when some name is `n` bytes long: most other keys are ruled out
+    /// without comparing a byte.
+    lengths: u64,
+}
+
+impl Wanted {
+    /// Every configured field name and, for dotted paths (`host.name`), its first segment:
+    /// the field is looked up both as one flat key and as a nested path.
+    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut wanted = Self {
+            names: Vec::new(),
+            lengths: 0,
+        };
+        for path in paths {
+            wanted.add(path);
+            if let Some((head, _)) = path.split_once('.') {
+                wanted.add(head);
+            }
+        }
+        wanted
+    }
+
+    fn add(&mut self, name: &str) {
+        if !self.names.iter().any(|n| n == name) {
+            self.names.push(name.to_string());
+            self.lengths |= Self::length_bit(name);
+        }
+    }
+
+    fn length_bit(name: &str) -> u64 {
+        // Names of 63 bytes or more share the last bit.
+        1 << name.len().min(63)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.lengths & Self::length_bit(key) != 0 && self.names.iter().any(|n| n == key)
+    }
+}
+
+/// A record's fields, split: the wanted ones as values, the others already as JSON text.
+#[derive(Debug, Default)]
+pub(crate) struct Fields<'a> {
+    /// Wanted fields; the mapper takes from here, and what it leaves goes to `attributes`.
+    pub held: Held<'a>,
+    /// `,"key":value` for every other field, in record order.
+    rest: Vec<u8>,
+}
+
+impl<'a> Fields<'a> {
+    /// Fields that all sit in `held` (text formats: the pattern's captures).
+    pub fn held(held: Held<'a>) -> Self {
+        Self {
+            held,
+            rest: Vec::new(),
+        }
+    }
+
+    /// Scans a JSON object (the text must start with `{` after whitespace).
+    pub fn scan(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
+        let mut fields = Self {
+            held: Held::default(),
+            rest: Vec::with_capacity(text.len() / 2),
+        };
+        let mut de = serde_json::Deserializer::from_str(text);
+        de.deserialize_map(Scan {
+            wanted,
+            fields: &mut fields,
+        })?;
+        de.end()?;
+        Ok(fields)
+    }
+
+    /// The `attributes` text: every field still here, the held ones back in their places,
+    /// fields the mapper added (such as `_original_host`) last. `None` when nothing is left.
+    pub fn into_attributes(self) -> Option<String> {
+        if self.rest.is_empty() && self.held.is_empty() {
+            return None;
+        }
+        let mut out = Vec::with_capacity(self.rest.len() + 2);
+        out.push(b'{');
+        let mut done = 0;
+        for field in &self.held.fields {
+            let at = field.at.unwrap_or(self.rest.len());
+            out.extend_from_slice(&self.rest[done..at]);
+            done = at;
+            if let Some(value) = &field.value {
+                write_member(&mut out, &field.key, value);
+            }
+        }
+        out.extend_from_slice(&self.rest[done..]);
+        out.remove(1); // the first member's leading comma
+        out.push(b'}');
+        // serde_json writes UTF-8 only; the lossy branch never runs.
+        Some(
+            String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
+        )
+    }
+}
+
+fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
+    out.push(b',');
+    write_json(out, key);
+    out.push(b':');
+    write_json(out, value);
+}
+
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing a str, a number or a Value to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// The top-level object: wanted fields to values, others to text.
+struct Scan<'w, 'f, 'a> {
+    wanted: &'w Wanted,
+    fields: &'f mut Fields<'a>,
+}
+
+impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
+        let fields = self.fields;
+        while let Some(key) = map.next_key_seed(Key)? {
+            if self.wanted.contains(&key) {
+                let value: Value = map.next_value()?;
+                let at = fields.rest.len();
+                fields.held.insert(key, value, Some(at));
+            } else {
+                fields.rest.push(b',');
+                write_json(&mut fields.rest, &*key);
+                fields.rest.push(b':');
+                map.next_value_seed(Transcode(&mut fields.rest))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the record unless it had escapes.
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_string()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// Any JSON value, written to `out` as `serde_json` would print it, as it is parsed.
+struct Transcode<'a>(&'a mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        write_json(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        // Same as a parsed `Value`: serde_json prints non-finite floats as null.
+        write_json(self.0, &v);
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        write_json(self.0, v);
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.0.extend_from_slice(b"null");
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let out = self.0;
+        let mut first = true;
+        loop {
+            out.push(if first { b'[' } else { b',' });
+            if seq.next_element_seed(Transcode(&mut *out))?.is_none() {
+                out.pop();
+                out.extend_from_slice(if first { b"[]" } else { b"]" });
+                return Ok(());
+            }
+            first = false;
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let out = self.0;
+        let mut first = true;
+        loop {
+            out.push(if first { b'{' } else { b',' });
+            if map.next_key_seed(KeyText(&mut *out))?.is_none() {
+                out.pop();
+                out.extend_from_slice(if first { b"{}" } else { b"}" });
+                return Ok(());
+            }
+            out.push(b':');
+            map.next_value_seed(Transcode(&mut *out))?;
+            first = false;
+        }
+    }
+}
+
+/// A nested object's key, written to `out`.
+struct KeyText<'a>(&'a mut Vec<u8>);
+
+impl<'de> DeserializeSeed<'de> for KeyText<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeyText<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        write_json(self.0, v);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attributes(text: &str, wanted: &[&str], take: &[&str]) -> Option<String> {
+        let wanted = Wanted::new(wanted.iter().copied());
+        let mut fields = Fields::scan(text, &wanted).unwrap();
+        for key in take {
+            fields.held.remove(key);
+        }
+        fields.into_attributes()
+    }
+
+    #[test]
+    fn untouched_fields_read_as_serde_json_prints_them() {
+        let text = r#" { "a" : [1, -2, 3.50, 1e300, {"x\"y": null, "z": []}, {}], "b\n": "é\u0001\ud83d\ude00", "c": true, "big": 18446744073709551615, "n": -9223372036854775808 } "#;
+        let expected = serde_json::from_str::<Value>(text).unwrap().to_string();
+        assert_eq!(
+            attributes(text, &[], &[]).as_deref(),
+            Some(expected.as_str())
+        );
+    }
+
+    #[test]
+    fn held_fields_keep_their_place_and_taken_ones_go() {
+        let text = r#"{"a":1,"host":{"name":"h","ip":"1"},"b":2,"msg":"m","c":3}"#;
+        let wanted = ["host.name", "msg"];
+        assert_eq!(
+            attributes(text, &wanted, &[]).as_deref(),
+            Some(r#"{"a":1,"host":{"name":"h","ip":"1"},"b":2,"msg":"m","c":3}"#)
+        );
+        assert_eq!(
+            attributes(text, &wanted, &["msg", "host"]).as_deref(),
+            Some(r#"{"a":1,"b":2,"c":3}"#)
+        );
+        assert_eq!(attributes(r#"{"msg":"m"}"#, &wanted, &["msg"]), None);
+        assert_eq!(attributes("{}", &wanted, &[]), None);
+    }
+
+    #[test]
+    fn malformed_input_is_an_error() {
+        let wanted = Wanted::new(["msg"]);
+        for bad in [
+            r#"{"a":"#,
+            r#"{"a":1} x"#,
+            r#"{"a":[1,}"#,
+            r#"{"msg":tru}"#,
+            r#"{1:2}"#,
+        ] {
+            assert!(Fields::scan(bad, &wanted).is_err(), "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_object_round_trips(doc in json_object()) {
+            // Compared with what a parsed `Value` prints (serde_json's float parsing is not
+            // always exact, in both paths alike).
+            let text = doc.to_string();
+            let printed = attributes(&text, &["k1"], &[]);
+            let parsed = serde_json::from_str::<Value>(&text).unwrap();
+            let expected = (!doc.as_object().unwrap().is_empty()).then(|| parsed.to_string());
+            proptest::prop_assert_eq!(printed, expected);
+        }
+    }
+
+    fn json_object() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "\\PC{0,8}".prop_map(Value::String),
+        ];
+        let value = leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::vec(("k[0-9]", inner), 0..4)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        });
+        proptest::collection::vec(("k[0-9]", value), 0..5)
+            .prop_map(|kv| Value::Object(kv.into_iter().collect()))
+    }
+}
