@@ -91,6 +91,9 @@ pub fn create(
         .set("partition.assignment.strategy", "range,roundrobin")
         .set("auto.offset.reset", "earliest")
         .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MiB by default, outside `memory_budget`; 16 MiB
+        // keeps a busy partition fed and the worker's footprint close to its budget.
+        .set("queued.max.messages.kbytes", "16384")
         .set("client.id", format!("loglake-{}", std::process::id()));
     for (key, value) in &config.options {
         client.set(key, value);

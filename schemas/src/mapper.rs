@@ -221,7 +221,7 @@ impl Mapper {
         }
         let line = text.trim_end_matches(['\n', '\r']);
         let Some(pattern) = &self.pattern else {
-            return self.row_from_fields(Fields::default(), Some(line), raw);
+            return self.row_from_fields(Fields::held(Held::default()), Some(line), raw);
         };
         let Some(captures) = pattern.captures(line) else {
             return Err(reject(

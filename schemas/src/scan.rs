@@ -59,11 +59,11 @@ impl Wanted {
 }
 
 /// A record's fields, split: the wanted ones as values, the others already as JSON text.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Fields<'a> {
     /// Wanted fields; the mapper takes from here, and what it leaves goes to `attributes`.
     pub held: Held<'a>,
-    /// `,"key":value` for every other field, in record order.
+    /// `{` then `,"key":value` for every other field, in record order.
     rest: Vec<u8>,
 }
 
@@ -72,15 +72,17 @@ impl<'a> Fields<'a> {
     pub fn held(held: Held<'a>) -> Self {
         Self {
             held,
-            rest: Vec::new(),
+            rest: vec![b'{'],
         }
     }
 
     /// Scans a JSON object (the text must start with `{` after whitespace).
     pub fn scan(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
+        let mut rest = Vec::with_capacity(text.len() / 2);
+        rest.push(b'{');
         let mut fields = Self {
             held: Held::default(),
-            rest: Vec::with_capacity(text.len() / 2),
+            rest,
         };
         let mut de = serde_json::Deserializer::from_str(text);
         de.deserialize_map(Scan {
@@ -94,21 +96,26 @@ impl<'a> Fields<'a> {
     /// The `attributes` text: every field still here, the held ones back in their places,
     /// fields the mapper added (such as `_original_host`) last. `None` when nothing is left.
     pub fn into_attributes(self) -> Option<String> {
-        if self.rest.is_empty() && self.held.is_empty() {
-            return None;
-        }
-        let mut out = Vec::with_capacity(self.rest.len() + 2);
-        out.push(b'{');
-        let mut done = 0;
-        for field in &self.held.fields {
-            let at = field.at.unwrap_or(self.rest.len());
-            out.extend_from_slice(&self.rest[done..at]);
-            done = at;
-            if let Some(value) = &field.value {
-                write_member(&mut out, &field.key, value);
+        let Self { held, rest } = self;
+        let mut out = if held.is_empty() {
+            if rest.len() <= 1 {
+                return None;
             }
-        }
-        out.extend_from_slice(&self.rest[done..]);
+            rest // the usual case: no copy
+        } else {
+            let mut out = Vec::with_capacity(rest.len() + 64);
+            let mut done = 0;
+            for field in &held.fields {
+                let at = field.at.unwrap_or(rest.len());
+                out.extend_from_slice(&rest[done..at]);
+                done = at;
+                if let Some(value) = &field.value {
+                    write_member(&mut out, &field.key, value);
+                }
+            }
+            out.extend_from_slice(&rest[done..]);
+            out
+        };
         out.remove(1); // the first member's leading comma
         out.push(b'}');
         // serde_json writes UTF-8 only; the lossy branch never runs.
