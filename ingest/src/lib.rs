@@ -33,6 +33,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{FutureExt as _, StreamExt as _};
 use loglake_lake::Lake;
 use loglake_schemas::SchemaSet;
 use rdkafka::consumer::Consumer as _;
@@ -70,6 +71,9 @@ pub async fn run(
         .await?;
         tracing::info!(%addr, "metrics listening");
     }
+    /// Messages handled per turn of the main loop at most (the rebalance events and the
+    /// flush checks run between turns).
+    const MAX_BATCH: usize = 1024;
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let consumer = consumer::create(&kafka, events_tx, metrics.clone())?;
     let grace = config.shutdown_grace;
@@ -78,19 +82,41 @@ pub async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!("ingest started");
 
+    // One stream for the worker's life: `recv` would register and drop a waker per message.
+    let mut stream = consumer.stream();
     let outcome: Result<(), IngestError> = loop {
         let receiving = !worker.paused();
         let mut ticked = false;
         // The tick comes before `recv` so that a busy partition cannot starve the latency
         // flush and the heartbeat; it is ready only every 200ms, so it cannot starve `recv`.
-        tokio::select! {
+        let received = tokio::select! {
             biased;
             _ = shutdown.cancelled() => break Ok(()),
-            _ = tick.tick() => ticked = true,
-            received = consumer.recv(), if receiving => match received {
-                Ok(msg) => worker.on_message(&msg),
-                Err(e) => worker.on_consume_error(e),
-            },
+            _ = tick.tick() => {
+                ticked = true;
+                None
+            }
+            received = stream.next(), if receiving => received,
+        };
+        if let Some(first) = received {
+            worker.begin_batch();
+            let mut next = Some(first);
+            let mut handled = 0;
+            // Messages librdkafka has already fetched are handled without a trip through
+            // `select!` each, until a flush is due or a batch is done.
+            while let Some(received) = next.take() {
+                match received {
+                    Ok(msg) => worker.on_message(&msg),
+                    Err(e) => {
+                        worker.on_consume_error(e);
+                        break;
+                    }
+                }
+                handled += 1;
+                if handled < MAX_BATCH && !worker.needs_flush() {
+                    next = stream.next().now_or_never().flatten();
+                }
+            }
         }
         if ticked {
             metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
@@ -121,6 +147,7 @@ pub async fn run(
         }
         Err(e) => Err(e),
     };
+    drop(stream);
     consumer.unsubscribe();
     drop(consumer);
     serve_stop.cancel();

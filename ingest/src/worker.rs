@@ -56,6 +56,8 @@ pub(crate) struct Worker {
     last_consume_error: Option<(String, Instant)>,
     /// Reused key for the per-message partition lookup, so a record costs no allocation.
     lookup: (String, i32),
+    /// Wall clock (µs) read once per batch of messages: a record's `received_at`.
+    batch_started_us: i64,
 }
 
 pub(crate) fn app_id(group_id: &str, partition: i32) -> String {
@@ -87,6 +89,7 @@ impl Worker {
             backoff_until: None,
             last_consume_error: None,
             lookup: (String::new(), 0),
+            batch_started_us: now_us(),
         }
     }
 
@@ -115,6 +118,12 @@ impl Worker {
             tracing::warn!(error = %text, "consumer error");
             self.last_consume_error = Some((text, Instant::now()));
         }
+    }
+
+    /// Messages follow that arrived together: they share one reading of the clock
+    /// (a batch lasts milliseconds).
+    pub fn begin_batch(&mut self) {
+        self.batch_started_us = now_us();
     }
 
     pub fn on_message(&mut self, msg: &BorrowedMessage<'_>) {
@@ -148,7 +157,7 @@ impl Worker {
             payload.map_or(0, <[u8]>::len) as u64,
         );
         let kafka_timestamp_ms = msg.timestamp().to_millis();
-        let received_at_us = now_us();
+        let received_at_us = self.batch_started_us;
         let raw = RawRecord {
             payload,
             key: msg.key(),

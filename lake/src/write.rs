@@ -35,6 +35,9 @@ pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from("attributes"), false)
         .set_column_dictionary_enabled(ColumnPath::from("_kafka_offset"), false)
         .set_column_dictionary_enabled(ColumnPath::from("_kafka_timestamp"), false)
+        // Min/max of free text prunes nothing and costs a comparison per value.
+        .set_column_statistics_enabled(ColumnPath::from("message"), EnabledStatistics::None)
+        .set_column_statistics_enabled(ColumnPath::from("attributes"), EnabledStatistics::None)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns(sorted_by.map(|i| {
