@@ -103,7 +103,8 @@ pub async fn run(
             let mut next = Some(first);
             let mut handled = 0;
             // Messages librdkafka has already fetched are handled without a trip through
-            // `select!` each, until a flush is due or a batch is done.
+            // `select!` each, until a flush is due, a rebalance is pending (it is handled
+            // before reading on, as before) or a batch is done.
             while let Some(received) = next.take() {
                 match received {
                     Ok(msg) => worker.on_message(&msg),
@@ -113,7 +114,7 @@ pub async fn run(
                     }
                 }
                 handled += 1;
-                if handled < MAX_BATCH && !worker.needs_flush() {
+                if handled < MAX_BATCH && !worker.needs_flush() && events.is_empty() {
                     next = stream.next().now_or_never().flatten();
                 }
             }
