@@ -1,9 +1,10 @@
-//! Parquet written to be read: zstd, dictionaries, page-level statistics and page index,
-//! rows sorted by event time, bounded row groups; Delta statistics on every Add.
+//! Parquet written to be read: zstd, dictionaries where values repeat, page-level statistics
+//! and page index (none for free text), rows sorted by event time, bounded row groups; Delta
+//! statistics on every Add.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, take_record_batch, SortOptions};
-use arrow::datatypes::{ArrowPrimitiveType, Int64Type, TimestampMicrosecondType};
+use arrow::datatypes::TimestampMicrosecondType;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -50,17 +51,11 @@ pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
         .build()
 }
 
-/// True when `values` is a non-null timestamp or integer column in ascending order.
+/// True when `values` is a non-null timestamp column in ascending order.
 fn is_sorted(values: &dyn Array) -> bool {
-    fn ascending<T: ArrowPrimitiveType>(values: &dyn Array) -> bool
-    where
-        T::Native: PartialOrd,
-    {
-        values
-            .as_primitive_opt::<T>()
-            .is_some_and(|a| a.null_count() == 0 && a.values().is_sorted())
-    }
-    ascending::<TimestampMicrosecondType>(values) || ascending::<Int64Type>(values)
+    values
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .is_some_and(|a| a.null_count() == 0 && a.values().is_sorted())
 }
 
 /// Sorts a batch by its column `column` (ascending).
@@ -137,7 +132,7 @@ mod tests {
     use std::sync::Arc;
 
     use arrow::array::{Int64Array, StringArray, TimestampMicrosecondArray};
-    use arrow::datatypes::{DataType, Field, Schema};
+    use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Int64Type, Schema};
 
     use super::*;
 

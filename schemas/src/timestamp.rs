@@ -197,8 +197,8 @@ pub fn parse_timestamp_value(value: &Value, format: &TimestampFormat) -> Option<
         .then_some(us)
 }
 
-/// The Hive partition values (`date`, `hour`) of an event time. Called for every row, so it
-/// does plain arithmetic instead of strftime.
+/// The Hive partition values (`date`, `hour`) of an event time. Plain arithmetic instead of
+/// strftime: it runs for every new (host, hour) buffer and for rows that report theirs.
 pub fn format_partition(timestamp_us: i64) -> (String, String) {
     const DAYS_FROM_CE_TO_UNIX_EPOCH: i64 = 719_163;
     let secs = timestamp_us.div_euclid(1_000_000);
