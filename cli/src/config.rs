@@ -23,6 +23,7 @@ pub struct Config {
 enum Kind {
     Str,
     Bool,
+    Int,
     List,
 }
 
@@ -55,6 +56,48 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         "kafka.topic_pattern",
         Kind::Str,
     ),
+    ("LOGLAKE_KAFKA_AUTH", "kafka.auth", Kind::Str),
+    ("LOGLAKE_KAFKA_AWS_REGION", "kafka.aws_region", Kind::Str),
+    (
+        "LOGLAKE_KAFKA_SECURITY_PROTOCOL",
+        "kafka.security_protocol",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SASL_MECHANISM",
+        "kafka.sasl_mechanism",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SASL_USERNAME",
+        "kafka.sasl_username",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SASL_PASSWORD",
+        "kafka.sasl_password",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SSL_CA_LOCATION",
+        "kafka.ssl_ca_location",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SSL_CERTIFICATE_LOCATION",
+        "kafka.ssl_certificate_location",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SSL_KEY_LOCATION",
+        "kafka.ssl_key_location",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_KAFKA_SSL_KEY_PASSWORD",
+        "kafka.ssl_key_password",
+        Kind::Str,
+    ),
     (
         "LOGLAKE_INGEST_MAX_FILE_SIZE",
         "ingest.max_file_size",
@@ -83,6 +126,21 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
     (
         "LOGLAKE_INGEST_SHUTDOWN_GRACE",
         "ingest.shutdown_grace",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_INGEST_UNDECODABLE_ATTEMPTS",
+        "ingest.undecodable_attempts",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_INGEST_STALL_AFTER",
+        "ingest.stall_after",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_INGEST_STALL_UNHEALTHY_AFTER",
+        "ingest.stall_unhealthy_after",
         Kind::Str,
     ),
 ];
@@ -129,6 +187,11 @@ fn env_value(var: &str, raw: &str, kind: Kind) -> anyhow::Result<Value> {
             "0" | "false" | "no" | "off" | "" => Value::Boolean(false),
             _ => bail!("{var}={raw:?}: expected true or false"),
         },
+        Kind::Int => Value::Integer(
+            raw.trim()
+                .parse()
+                .with_context(|| format!("{var}={raw:?}: expected a whole number"))?,
+        ),
         Kind::List => Value::Array(
             raw.split(',')
                 .map(str::trim)
@@ -258,6 +321,25 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("LOGLAKE_LAKE_SINGLE_WRITER"), "{err}");
+    }
+
+    #[test]
+    fn kafka_password_comes_from_env_and_is_redacted() {
+        let f = write(
+            "[lake]\nurl = \"file:///a\"\n[kafka]\nbrokers = \"b:1\"\ntopics = [\"t\"]\n\
+             security_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"SCRAM-SHA-256\"\n\
+             sasl_username = \"archiver\"\n",
+        );
+        let env = [(
+            "LOGLAKE_KAFKA_SASL_PASSWORD".to_string(),
+            "hunter2".to_string(),
+        )];
+        let c = load(Some(f.path()), env, &[]).unwrap();
+        let kafka = c.kafka.unwrap();
+        assert_eq!(kafka.sasl_password.as_ref().unwrap().expose(), "hunter2");
+        assert!(!format!("{kafka:?}").contains("hunter2"));
+        let err = load(Some(f.path()), [], &[]).unwrap_err().to_string();
+        assert!(err.contains("sasl_password"), "{err}");
     }
 
     #[test]

@@ -5,12 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use loglake_lake::Secret;
 use serde::{Deserialize, Serialize};
 
 use crate::error::IngestError;
 
-/// `[kafka]`: where records come from.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+/// `[kafka]`: where records come from, and how to connect securely.
+#[derive(Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Bootstrap servers, `host:port[,host:port...]`.
@@ -26,11 +27,156 @@ pub struct KafkaConfig {
     /// up as they appear.
     #[serde(default)]
     pub topic_pattern: Option<String>,
-    /// Passed to librdkafka as is (`"session.timeout.ms" = "6000"`, security settings, ...).
-    /// loglake owns offset handling: `enable.auto.commit`, `enable.auto.offset.store` and
-    /// cooperative assignment are refused.
+    /// How the cluster authenticates clients: `none` (TLS and SASL from the keys below) or
+    /// `msk_iam` (Amazon MSK IAM: SASL/OAUTHBEARER over TLS, signed with the standard AWS
+    /// credential chain).
+    #[serde(default)]
+    pub auth: KafkaAuth,
+    /// AWS region for `auth = "msk_iam"`; defaults to `AWS_REGION` / `AWS_DEFAULT_REGION`.
+    #[serde(default)]
+    pub aws_region: Option<String>,
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl` (librdkafka's
+    /// `security.protocol`). Default: plaintext, or sasl_ssl with `auth = "msk_iam"`.
+    #[serde(default)]
+    pub security_protocol: Option<SecurityProtocol>,
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512` or `OAUTHBEARER`.
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// Never logged nor printed in errors.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// PEM file of the CA(s) that signed the brokers' certificates; the system store when
+    /// unset.
+    #[serde(default)]
+    pub ssl_ca_location: Option<PathBuf>,
+    /// Client certificate (PEM) for clusters that authenticate clients by TLS (mTLS).
+    #[serde(default)]
+    pub ssl_certificate_location: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub ssl_key_location: Option<PathBuf>,
+    /// Password of an encrypted `ssl_key_location`.
+    #[serde(default)]
+    pub ssl_key_password: Option<Secret>,
+    /// Passed to librdkafka as is (`"session.timeout.ms" = "6000"`, ...), after the keys
+    /// above. loglake owns offset handling: `enable.auto.commit`, `enable.auto.offset.store`
+    /// and cooperative assignment are refused.
     #[serde(default)]
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // `options` may carry a password passed as is (`sasl.password`, `ssl.key.password`).
+        let options: BTreeMap<&str, &str> = self
+            .options
+            .iter()
+            .map(|(k, v)| {
+                let shown = if is_secret_option(k) { "***" } else { v };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("topics", &self.topics)
+            .field("topic_pattern", &self.topic_pattern)
+            .field("auth", &self.auth)
+            .field("aws_region", &self.aws_region)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field("sasl_password", &self.sasl_password)
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .field("ssl_certificate_location", &self.ssl_certificate_location)
+            .field("ssl_key_location", &self.ssl_key_location)
+            .field("ssl_key_password", &self.ssl_key_password)
+            .field("options", &options)
+            .finish()
+    }
+}
+
+/// librdkafka settings whose values are secrets.
+pub(crate) fn is_secret_option(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.contains("password") || key.contains("secret") || key.ends_with("jaas.config")
+}
+
+/// `kafka.auth`
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum KafkaAuth {
+    /// TLS and SASL as the `security_protocol` / `sasl_*` / `ssl_*` keys say.
+    #[default]
+    None,
+    /// Amazon MSK IAM access control.
+    MskIam,
+}
+
+/// `kafka.security_protocol`
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SecurityProtocol {
+    #[serde(alias = "PLAINTEXT")]
+    Plaintext,
+    #[serde(alias = "SSL")]
+    Ssl,
+    #[serde(alias = "SASL_PLAINTEXT")]
+    SaslPlaintext,
+    #[serde(alias = "SASL_SSL")]
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    fn librdkafka(self) -> &'static str {
+        match self {
+            Self::Plaintext => "plaintext",
+            Self::Ssl => "ssl",
+            Self::SaslPlaintext => "sasl_plaintext",
+            Self::SaslSsl => "sasl_ssl",
+        }
+    }
+
+    fn sasl(self) -> bool {
+        matches!(self, Self::SaslPlaintext | Self::SaslSsl)
+    }
+}
+
+/// `kafka.sasl_mechanism`
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+pub enum SaslMechanism {
+    #[serde(rename = "PLAIN", alias = "plain")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256", alias = "scram-sha-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512", alias = "scram-sha-512")]
+    ScramSha512,
+    #[serde(rename = "OAUTHBEARER", alias = "oauthbearer")]
+    OAuthBearer,
+}
+
+impl SaslMechanism {
+    fn librdkafka(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
+        }
+    }
+}
+
+/// One librdkafka setting derived from a first-class key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientSetting {
+    /// The librdkafka property.
+    pub key: &'static str,
+    pub value: String,
+    /// The `[kafka]` key it came from, for errors.
+    pub from: &'static str,
+    pub secret: bool,
 }
 
 fn default_group_id() -> String {
@@ -58,6 +204,18 @@ pub struct IngestConfig {
     /// On SIGTERM/SIGINT, how long the final flush may take ("30s").
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// A partition whose fetch position has not moved for this long while the broker holds
+    /// records past it is reported stalled: metric, ERROR log ("15s").
+    #[serde(with = "humantime_serde")]
+    pub stall_after: Duration,
+    /// `/healthz` fails while a partition has been stalled this long ("60s").
+    #[serde(with = "humantime_serde")]
+    pub stall_unhealthy_after: Duration,
+    /// A stalled partition whose next record batch fails to decode (corrupt, unknown codec)
+    /// this many times in a row, each from a fresh connection, has that batch's offsets
+    /// quarantined as `undecodable_batch` and moves on. 0 never skips: the partition stays
+    /// stalled until an operator acts.
+    pub undecodable_attempts: u32,
 }
 
 impl Default for IngestConfig {
@@ -69,6 +227,9 @@ impl Default for IngestConfig {
             metrics_listen: "127.0.0.1:9464".into(),
             schemas_dir: PathBuf::from("schemas"),
             shutdown_grace: Duration::from_secs(30),
+            stall_after: Duration::from_secs(15),
+            stall_unhealthy_after: Duration::from_secs(60),
+            undecodable_attempts: 3,
         }
     }
 }
@@ -136,6 +297,7 @@ impl KafkaConfig {
                 ));
             }
         }
+        self.validate_security()?;
         if let Some(strategy) = self.options.get("partition.assignment.strategy") {
             if strategy.contains("cooperative") {
                 return Err(bad(
@@ -145,6 +307,210 @@ impl KafkaConfig {
             }
         }
         Ok(())
+    }
+
+    /// The security protocol in force: as configured, or what `auth` implies.
+    pub fn effective_protocol(&self) -> SecurityProtocol {
+        match (self.security_protocol, self.auth) {
+            (Some(p), _) => p,
+            (None, KafkaAuth::MskIam) => SecurityProtocol::SaslSsl,
+            (None, KafkaAuth::None) => SecurityProtocol::Plaintext,
+        }
+    }
+
+    fn validate_security(&self) -> Result<(), IngestError> {
+        let bad = |key: &str, message: String| IngestError::Config {
+            key: key.to_string(),
+            message,
+        };
+        let protocol = self.effective_protocol();
+        if self.auth == KafkaAuth::MskIam {
+            if protocol != SecurityProtocol::SaslSsl {
+                return Err(bad(
+                    "kafka.security_protocol",
+                    "must be sasl_ssl (or unset) with auth = \"msk_iam\"".into(),
+                ));
+            }
+            if !matches!(self.sasl_mechanism, None | Some(SaslMechanism::OAuthBearer)) {
+                return Err(bad(
+                    "kafka.sasl_mechanism",
+                    "must be OAUTHBEARER (or unset) with auth = \"msk_iam\"".into(),
+                ));
+            }
+            if self.sasl_username.is_some() || self.sasl_password.is_some() {
+                return Err(bad(
+                    "kafka.sasl_username",
+                    "auth = \"msk_iam\" signs with AWS credentials; remove sasl_username and sasl_password".into(),
+                ));
+            }
+        } else if self.aws_region.is_some() {
+            return Err(bad(
+                "kafka.aws_region",
+                "is only used with auth = \"msk_iam\"".into(),
+            ));
+        }
+        match (protocol.sasl(), self.sasl_mechanism) {
+            (true, None) if self.auth == KafkaAuth::None => {
+                return Err(bad(
+                    "kafka.sasl_mechanism",
+                    format!(
+                        "is required with security_protocol = \"{}\": PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
+                        protocol.librdkafka()
+                    ),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(bad(
+                    "kafka.sasl_mechanism",
+                    format!(
+                        "needs security_protocol = \"sasl_ssl\" (or \"sasl_plaintext\"), not \"{}\"",
+                        protocol.librdkafka()
+                    ),
+                ))
+            }
+            _ => {}
+        }
+        if self.auth == KafkaAuth::None && self.sasl_mechanism == Some(SaslMechanism::OAuthBearer) {
+            return Err(bad(
+                "kafka.sasl_mechanism",
+                "OAUTHBEARER is supported for Amazon MSK through auth = \"msk_iam\"; other token providers are not supported yet".into(),
+            ));
+        }
+        let password_based = matches!(
+            self.sasl_mechanism,
+            Some(SaslMechanism::Plain | SaslMechanism::ScramSha256 | SaslMechanism::ScramSha512)
+        );
+        if password_based && (self.sasl_username.is_none() || self.sasl_password.is_none()) {
+            return Err(bad(
+                "kafka.sasl_username",
+                "PLAIN and SCRAM need sasl_username and sasl_password (env LOGLAKE_KAFKA_SASL_PASSWORD)".into(),
+            ));
+        }
+        if !password_based && (self.sasl_username.is_some() || self.sasl_password.is_some()) {
+            return Err(bad(
+                "kafka.sasl_username",
+                "sasl_username and sasl_password are used only with sasl_mechanism PLAIN or SCRAM-SHA-256/512".into(),
+            ));
+        }
+        let tls = matches!(protocol, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl);
+        let files = [
+            ("kafka.ssl_ca_location", &self.ssl_ca_location),
+            (
+                "kafka.ssl_certificate_location",
+                &self.ssl_certificate_location,
+            ),
+            ("kafka.ssl_key_location", &self.ssl_key_location),
+        ];
+        for (key, path) in files {
+            let Some(path) = path else { continue };
+            if !tls {
+                return Err(bad(
+                    key,
+                    format!(
+                        "is set but security_protocol = \"{}\" does not use TLS; use ssl or sasl_ssl",
+                        protocol.librdkafka()
+                    ),
+                ));
+            }
+            if !path.is_file() {
+                return Err(bad(key, format!("{}: no such file", path.display())));
+            }
+        }
+        if self.ssl_certificate_location.is_some() != self.ssl_key_location.is_some() {
+            return Err(bad(
+                "kafka.ssl_certificate_location",
+                "a client certificate needs its key: set both ssl_certificate_location and ssl_key_location".into(),
+            ));
+        }
+        for setting in self.client_settings() {
+            if self.options.contains_key(setting.key) {
+                return Err(bad(
+                    &format!("kafka.options.{}", setting.key),
+                    format!("is also set by {}; keep one of them", setting.from),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The librdkafka settings the first-class security keys stand for.
+    pub(crate) fn client_settings(&self) -> Vec<ClientSetting> {
+        let mut out = Vec::new();
+        let mut push = |key, value: String, from, secret| {
+            out.push(ClientSetting {
+                key,
+                value,
+                from,
+                secret,
+            })
+        };
+        let protocol_from = if self.security_protocol.is_some() {
+            "kafka.security_protocol"
+        } else {
+            "kafka.auth"
+        };
+        if self.security_protocol.is_some() || self.auth != KafkaAuth::None {
+            push(
+                "security.protocol",
+                self.effective_protocol().librdkafka().to_string(),
+                protocol_from,
+                false,
+            );
+        }
+        match (self.auth, self.sasl_mechanism) {
+            (KafkaAuth::MskIam, _) => {
+                push("sasl.mechanism", "OAUTHBEARER".into(), "kafka.auth", false)
+            }
+            (KafkaAuth::None, Some(m)) => push(
+                "sasl.mechanism",
+                m.librdkafka().into(),
+                "kafka.sasl_mechanism",
+                false,
+            ),
+            (KafkaAuth::None, None) => {}
+        }
+        if let Some(u) = &self.sasl_username {
+            push("sasl.username", u.clone(), "kafka.sasl_username", false);
+        }
+        if let Some(p) = &self.sasl_password {
+            push(
+                "sasl.password",
+                p.expose().to_string(),
+                "kafka.sasl_password",
+                true,
+            );
+        }
+        let paths = [
+            (
+                "ssl.ca.location",
+                &self.ssl_ca_location,
+                "kafka.ssl_ca_location",
+            ),
+            (
+                "ssl.certificate.location",
+                &self.ssl_certificate_location,
+                "kafka.ssl_certificate_location",
+            ),
+            (
+                "ssl.key.location",
+                &self.ssl_key_location,
+                "kafka.ssl_key_location",
+            ),
+        ];
+        for (key, path, from) in paths {
+            if let Some(path) = path {
+                push(key, path.display().to_string(), from, false);
+            }
+        }
+        if let Some(p) = &self.ssl_key_password {
+            push(
+                "ssl.key.password",
+                p.expose().to_string(),
+                "kafka.ssl_key_password",
+                true,
+            );
+        }
+        out
     }
 
     /// The subscription as librdkafka takes it: names, or one `^regex`.
@@ -172,6 +538,15 @@ impl IngestConfig {
         if self.max_latency < Duration::from_millis(100) {
             return Err(bad("ingest.max_latency", "must be at least 100ms"));
         }
+        if self.stall_after < Duration::from_secs(1) {
+            return Err(bad("ingest.stall_after", "must be at least 1s"));
+        }
+        if self.stall_unhealthy_after < self.stall_after {
+            return Err(bad(
+                "ingest.stall_unhealthy_after",
+                "must be at least ingest.stall_after",
+            ));
+        }
         if self.metrics_listen != "off"
             && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
         {
@@ -189,13 +564,112 @@ mod tests {
     use super::*;
 
     fn kafka() -> KafkaConfig {
-        KafkaConfig {
-            brokers: "127.0.0.1:9092".into(),
-            group_id: "g".into(),
-            topics: vec!["app-logs".into()],
-            topic_pattern: None,
-            options: BTreeMap::new(),
-        }
+        parse("")
+    }
+
+    fn parse(extra: &str) -> KafkaConfig {
+        toml::from_str(&format!(
+            "brokers = \"127.0.0.1:9092\"\ngroup_id = \"g\"\ntopics = [\"app-logs\"]\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn error_of(extra: &str) -> String {
+        parse(extra).validate().unwrap_err().to_string()
+    }
+
+    fn settings(c: &KafkaConfig) -> BTreeMap<&'static str, String> {
+        c.client_settings()
+            .into_iter()
+            .map(|s| (s.key, s.value))
+            .collect()
+    }
+
+    #[test]
+    fn scram_over_tls_maps_onto_librdkafka() {
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let c = parse(&format!(
+            "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\n\
+             sasl_username = \"archiver\"\nsasl_password = \"hunter2\"\nssl_ca_location = {:?}",
+            ca.path()
+        ));
+        c.validate().unwrap();
+        let s = settings(&c);
+        assert_eq!(s["security.protocol"], "sasl_ssl");
+        assert_eq!(s["sasl.mechanism"], "SCRAM-SHA-512");
+        assert_eq!(s["sasl.username"], "archiver");
+        assert_eq!(s["sasl.password"], "hunter2");
+        assert_eq!(s["ssl.ca.location"], ca.path().display().to_string());
+        let password = c
+            .client_settings()
+            .into_iter()
+            .find(|s| s.key == "sasl.password")
+            .unwrap();
+        assert!(password.secret);
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn upper_case_protocol_names_are_accepted() {
+        let c = parse("security_protocol = \"SASL_PLAINTEXT\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nsasl_password = \"p\"");
+        c.validate().unwrap();
+        assert_eq!(settings(&c)["security.protocol"], "sasl_plaintext");
+    }
+
+    #[test]
+    fn plaintext_sets_nothing() {
+        assert!(kafka().client_settings().is_empty());
+    }
+
+    #[test]
+    fn msk_iam_implies_sasl_ssl_and_oauthbearer() {
+        let c = parse("auth = \"msk_iam\"\naws_region = \"eu-west-1\"");
+        c.validate().unwrap();
+        let s = settings(&c);
+        assert_eq!(s["security.protocol"], "sasl_ssl");
+        assert_eq!(s["sasl.mechanism"], "OAUTHBEARER");
+        assert!(error_of("auth = \"msk_iam\"\nsecurity_protocol = \"ssl\"")
+            .contains("kafka.security_protocol"));
+        assert!(error_of("auth = \"msk_iam\"\nsasl_mechanism = \"PLAIN\"")
+            .contains("kafka.sasl_mechanism"));
+        assert!(error_of("aws_region = \"eu-west-1\"").contains("kafka.aws_region"));
+    }
+
+    #[test]
+    fn inconsistent_security_settings_name_the_key() {
+        assert!(error_of("security_protocol = \"sasl_ssl\"").contains("kafka.sasl_mechanism"));
+        assert!(error_of("sasl_mechanism = \"PLAIN\"").contains("kafka.sasl_mechanism"));
+        assert!(error_of(
+            "security_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-256\"\nsasl_username = \"u\""
+        )
+        .contains("sasl_password"));
+        let err =
+            error_of("security_protocol = \"ssl\"\nssl_ca_location = \"/nonexistent/ca.pem\"");
+        assert!(
+            err.contains("kafka.ssl_ca_location") && err.contains("no such file"),
+            "{err}"
+        );
+        let ca = tempfile::NamedTempFile::new().unwrap();
+        let err = error_of(&format!("ssl_ca_location = {:?}", ca.path()));
+        assert!(err.contains("does not use TLS"), "{err}");
+        let err =
+            error_of("security_protocol = \"ssl\"\n[options]\n\"security.protocol\" = \"ssl\"");
+        assert!(err.contains("kafka.options.security.protocol"), "{err}");
+        assert!(toml::from_str::<KafkaConfig>(
+            "brokers = \"b:1\"\ntopics = [\"t\"]\nsecurity_protocol = \"tls\""
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn passwords_in_options_are_redacted() {
+        let c =
+            parse("[options]\n\"sasl.password\" = \"hunter2\"\n\"ssl.key.password\" = \"s3cret\"");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("s3cret"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! The Kafka side: consumer creation, and rebalance events signalled (never acted on) from
-//! librdkafka's callbacks. The main loop reads the Delta txn versions and seeks.
+//! The Kafka side: client settings (security included), consumer creation, and what
+//! librdkafka's callbacks report — rebalances signalled to the main loop (never acted on
+//! here), fetch positions for stall detection, the last error it logged.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
+use rdkafka::client::OAuthToken;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaAuth, KafkaConfig};
 use crate::error::IngestError;
 use crate::metrics::Metrics;
+use crate::msk_iam::MskIamSigner;
+use crate::stall::FetchSample;
 
 /// What a rebalance did, in the order librdkafka did it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,11 +24,95 @@ pub enum RebalanceEvent {
     Revoked(Vec<(String, i32)>),
 }
 
-/// librdkafka context: forwards rebalances to the main loop and statistics to metrics.
+/// Where SASL/OAUTHBEARER tokens come from: the MSK IAM signer when `kafka.auth = "msk_iam"`.
+#[derive(Debug, Clone, Default)]
+pub struct TokenSource {
+    signer: Option<(Arc<MskIamSigner>, tokio::runtime::Handle)>,
+}
+
+impl TokenSource {
+    /// For `kafka.auth = "msk_iam"`: a signer on the standard AWS credential chain, with
+    /// credentials loaded now (so the first token needs no IO) and kept fresh on `tasks`
+    /// until `stop`.
+    pub async fn for_config(
+        config: &KafkaConfig,
+        tasks: &tokio_util::task::TaskTracker,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<Self, IngestError> {
+        if config.auth != KafkaAuth::MskIam {
+            return Ok(Self::default());
+        }
+        let auth_err = |e: crate::msk_iam::MskIamError| IngestError::Auth {
+            message: crate::msk_iam::error_chain(&e),
+        };
+        let signer = MskIamSigner::from_env(config.aws_region.clone())
+            .await
+            .map_err(auth_err)?;
+        signer.refresh_credentials().await.map_err(auth_err)?;
+        tracing::info!(region = signer.region(), "MSK IAM authentication");
+        let signer = Arc::new(signer);
+        tasks.spawn({
+            let signer = signer.clone();
+            async move { signer.keep_fresh(stop).await }
+        });
+        Ok(Self {
+            signer: Some((signer, tokio::runtime::Handle::current())),
+        })
+    }
+
+    fn token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        let (signer, runtime) = self
+            .signer
+            .as_ref()
+            .ok_or("SASL/OAUTHBEARER needs kafka.auth = \"msk_iam\"")?;
+        match signer.token_blocking(runtime) {
+            Ok(token) => Ok(token.into()),
+            Err(e) => {
+                let message = crate::msk_iam::error_chain(&e);
+                tracing::error!(error = %message, "could not make an MSK IAM token");
+                Err(message.into())
+            }
+        }
+    }
+
+    pub fn is_active(&self) -> bool {
+        self.signer.is_some()
+    }
+}
+
+/// The context of the worker's short-lived clients (the stall probe): tokens only.
+#[derive(Debug, Clone, Default)]
+pub struct ProbeContext(pub TokenSource);
+
+impl ClientContext for ProbeContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.0.token()
+    }
+}
+
+impl ConsumerContext for ProbeContext {}
+
+/// librdkafka context: forwards rebalances to the main loop and statistics to metrics, and
+/// keeps the last error librdkafka logged (its error events carry only a code).
 #[derive(Debug)]
 pub struct LoglakeContext {
     events: UnboundedSender<RebalanceEvent>,
     metrics: Arc<Metrics>,
+    last_error: Mutex<Option<String>>,
+    tokens: TokenSource,
+}
+
+impl LoglakeContext {
+    /// The last error or warning librdkafka logged ("SASL authentication error: ...",
+    /// "SSL handshake failed: ... certificate verify failed").
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("last error").clone()
+    }
 }
 
 fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
@@ -34,15 +123,69 @@ fn partitions(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
 }
 
 impl ClientContext for LoglakeContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn generate_oauth_token(
+        &self,
+        _config: Option<&str>,
+    ) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+        self.tokens.token()
+    }
+
     fn stats(&self, statistics: Statistics) {
+        let now = Instant::now();
         let mut lag = self.metrics.lag.lock().expect("lag map");
+        let mut fetch = self.metrics.fetch.lock().expect("fetch tracker");
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
-                if *partition >= 0 && p.consumer_lag >= 0 {
+                if *partition < 0 || !p.desired {
+                    continue;
+                }
+                if p.consumer_lag >= 0 {
                     lag.insert((topic.clone(), *partition), p.consumer_lag);
                 }
+                // Under read_committed (the default) the last stable offset is the end.
+                let end = if p.ls_offset >= 0 {
+                    p.ls_offset
+                } else {
+                    p.hi_offset
+                };
+                let sample = FetchSample {
+                    position: p.next_offset,
+                    end,
+                    queued: p.fetchq_cnt,
+                };
+                fetch.observe(topic, *partition, sample, now);
             }
         }
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility = fac, "{message}");
+            }
+            RDKafkaLogLevel::Warning => {
+                tracing::warn!(target: "librdkafka", facility = fac, "{message}");
+            }
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility = fac, "{message}");
+                return;
+            }
+            RDKafkaLogLevel::Debug => {
+                tracing::debug!(target: "librdkafka", facility = fac, "{message}");
+                return;
+            }
+        }
+        *self.last_error.lock().expect("last error") = Some(message.to_string());
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::error!(target: "librdkafka", error = %error, "{reason}");
+        *self.last_error.lock().expect("last error") = Some(format!("{error}: {reason}"));
     }
 }
 
@@ -52,8 +195,10 @@ impl ConsumerContext for LoglakeContext {
             let revoked = partitions(tpl);
             tracing::info!(partitions = ?revoked, "partitions revoked");
             let mut lag = self.metrics.lag.lock().expect("lag map");
+            let mut fetch = self.metrics.fetch.lock().expect("fetch tracker");
             for key in &revoked {
                 lag.remove(key);
+                fetch.forget(&key.0, key.1);
             }
             let _ = self.events.send(RebalanceEvent::Revoked(revoked));
         }
@@ -74,13 +219,10 @@ impl ConsumerContext for LoglakeContext {
 
 pub type Consumer = StreamConsumer<LoglakeContext>;
 
-/// Builds the consumer and subscribes it. loglake's settings come first so that
-/// `kafka.options` can tune everything else.
-pub fn create(
-    config: &KafkaConfig,
-    events: UnboundedSender<RebalanceEvent>,
-    metrics: Arc<Metrics>,
-) -> Result<Consumer, IngestError> {
+/// The client settings every Kafka client of the worker uses (the consumer, the stall
+/// probe): loglake's defaults, then the first-class `[kafka]` keys, then `kafka.options`, so
+/// the options can tune everything that is not loglake's to decide.
+pub fn client_config(config: &KafkaConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.brokers)
@@ -95,15 +237,61 @@ pub fn create(
         // keeps a busy partition fed and the worker's footprint close to its budget.
         .set("queued.max.messages.kbytes", "16384")
         .set("client.id", format!("loglake-{}", std::process::id()));
+    for setting in config.client_settings() {
+        client.set(setting.key, setting.value);
+    }
     for (key, value) in &config.options {
         client.set(key, value);
     }
-    let consumer: Consumer = client
-        .create_with_context(LoglakeContext { events, metrics })
-        .map_err(|source| IngestError::Kafka {
-            context: "could not create the consumer (check kafka.options)".into(),
+    client
+}
+
+/// Builds the consumer, checks that the cluster answers (bad credentials, an untrusted
+/// certificate or wrong addresses fail here, with librdkafka's reason), and subscribes.
+pub async fn create(
+    config: &KafkaConfig,
+    events: UnboundedSender<RebalanceEvent>,
+    metrics: Arc<Metrics>,
+    tokens: TokenSource,
+    connect_timeout: Duration,
+) -> Result<Consumer, IngestError> {
+    let client = client_config(config);
+    let with_tokens = tokens.is_active();
+    let context = LoglakeContext {
+        events,
+        metrics,
+        last_error: Mutex::new(None),
+        tokens,
+    };
+    let consumer: Consumer =
+        client
+            .create_with_context(context)
+            .map_err(|source| IngestError::Kafka {
+                context: "could not create the consumer (check the [kafka] settings)".into(),
+                source,
+            })?;
+    if with_tokens {
+        // librdkafka connects to no broker before it holds a token, and asks for the first
+        // one on the first poll: poll once (before subscribing, nothing else can arrive).
+        let _ = tokio::time::timeout(Duration::ZERO, consumer.recv()).await;
+    }
+    let checked = tokio::task::block_in_place(|| {
+        rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, connect_timeout)
+    });
+    if let Err(source) = checked {
+        let said = rdkafka::consumer::Consumer::client(&consumer)
+            .context()
+            .last_error()
+            .map(|e| format!("; librdkafka: {e}"))
+            .unwrap_or_default();
+        return Err(IngestError::Kafka {
+            context: format!(
+                "could not reach the Kafka cluster at {} within {connect_timeout:?}{said}",
+                config.brokers
+            ),
             source,
-        })?;
+        });
+    }
     let subscription = config.subscription();
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     rdkafka::consumer::Consumer::subscribe(&consumer, &topics).map_err(|source| {

@@ -20,6 +20,8 @@ pub enum IngestError {
         #[source]
         source: arrow::error::ArrowError,
     },
+    #[error("Kafka authentication: {message}")]
+    Auth { message: String },
     #[error("metrics endpoint could not listen on {addr}")]
     Metrics {
         addr: String,

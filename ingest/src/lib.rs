@@ -27,6 +27,9 @@ mod config;
 mod consumer;
 mod error;
 mod metrics;
+mod msk_iam;
+mod probe;
+mod stall;
 mod worker;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -59,6 +62,12 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::default());
     metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
+    metrics
+        .stall_after_ms
+        .store(config.stall_after.as_millis() as u64, Relaxed);
+    metrics
+        .stall_unhealthy_after_ms
+        .store(config.stall_unhealthy_after.as_millis() as u64, Relaxed);
     let tasks = TaskTracker::new();
     let serve_stop = CancellationToken::new();
     if config.metrics_listen != "off" {
@@ -75,7 +84,18 @@ pub async fn run(
     /// flush checks run between turns).
     const MAX_BATCH: usize = 1024;
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = consumer::create(&kafka, events_tx, metrics.clone())?;
+    /// How long the cluster may take to answer at start before the worker gives up.
+    const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+    let tokens = consumer::TokenSource::for_config(&kafka, &tasks, serve_stop.clone()).await?;
+    let consumer = consumer::create(
+        &kafka,
+        events_tx,
+        metrics.clone(),
+        tokens.clone(),
+        CONNECT_TIMEOUT,
+    )
+    .await?;
+    let client = consumer::client_config(&kafka);
     let grace = config.shutdown_grace;
     let mut worker = worker::Worker::new(config, kafka, lake, schemas, metrics.clone());
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -121,6 +141,7 @@ pub async fn run(
         }
         if ticked {
             metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
+            worker.check_stalls(&consumer, &client, &tokens);
         }
         let mut failed = None;
         while let Ok(event) = events.try_recv() {

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::Bytes;
@@ -13,6 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
+use crate::stall::StallTracker;
 
 /// Counters and gauges of one ingest worker. All monotonic counters end in `_total`.
 #[derive(Debug, Default)]
@@ -39,6 +40,15 @@ pub struct Metrics {
     pub failing_flushes: AtomicU64,
     /// Consumer lag by (topic, partition), from librdkafka statistics.
     pub lag: Mutex<BTreeMap<(String, i32), i64>>,
+    /// Fetch positions by partition, from librdkafka statistics: which partitions stall.
+    pub fetch: Mutex<StallTracker>,
+    /// Consumer errors librdkafka reported, by error code.
+    pub consumer_errors: Mutex<BTreeMap<String, u64>>,
+    /// Record batches that could not be decoded and were quarantined.
+    pub undecodable_batches: AtomicU64,
+    /// `ingest.stall_after` and `ingest.stall_unhealthy_after`, in ms.
+    pub stall_after_ms: AtomicU64,
+    pub stall_unhealthy_after_ms: AtomicU64,
 }
 
 pub fn now_ms() -> i64 {
@@ -112,6 +122,11 @@ impl Metrics {
             "Commits refused because another writer owned the partition.",
             self.commit_conflicts.load(Relaxed),
         );
+        counter(
+            "loglake_ingest_undecodable_batches_total",
+            "Record batches that could never be decoded, quarantined as undecodable_batch.",
+            self.undecodable_batches.load(Relaxed),
+        );
         let sum = self.commit_seconds_sum_us.load(Relaxed) as f64 / 1e6;
         let count = self.commits.load(Relaxed);
         let _ = writeln!(
@@ -136,6 +151,34 @@ impl Metrics {
             "Unix time of the last commit.",
             self.last_commit_unix_ms.load(Relaxed) as f64 / 1e3,
         );
+        let _ = writeln!(out, "# HELP loglake_ingest_consumer_errors_total Errors librdkafka reported while consuming, by code.\n# TYPE loglake_ingest_consumer_errors_total counter");
+        for (code, n) in self.consumer_errors.lock().expect("errors map").iter() {
+            let _ = writeln!(
+                out,
+                "loglake_ingest_consumer_errors_total{{code=\"{}\"}} {n}",
+                label(code)
+            );
+        }
+        let gauges = self
+            .fetch
+            .lock()
+            .expect("fetch tracker")
+            .gauges(Instant::now(), self.stall_after());
+        let _ = writeln!(out, "# HELP loglake_ingest_partition_stalled 1 while the partition's fetch position has not moved for ingest.stall_after although the broker holds records past it.\n# TYPE loglake_ingest_partition_stalled gauge");
+        for (topic, partition, stalled, _) in &gauges {
+            let _ = writeln!(
+                out,
+                "loglake_ingest_partition_stalled{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
+                u8::from(*stalled)
+            );
+        }
+        let _ = writeln!(out, "# HELP loglake_ingest_partition_stalls_total Times the partition was found stalled.\n# TYPE loglake_ingest_partition_stalls_total counter");
+        for (topic, partition, _, episodes) in &gauges {
+            let _ = writeln!(
+                out,
+                "loglake_ingest_partition_stalls_total{{topic=\"{topic}\",partition=\"{partition}\"}} {episodes}"
+            );
+        }
         let _ = writeln!(out, "# HELP loglake_ingest_consumer_lag Records behind the partition end (from librdkafka statistics).\n# TYPE loglake_ingest_consumer_lag gauge");
         for ((topic, partition), lag) in self.lag.lock().expect("lag map").iter() {
             let _ = writeln!(
@@ -156,8 +199,43 @@ impl Metrics {
         if failing >= 5 {
             return Err(format!("{failing} flushes in a row failed"));
         }
+        let unhealthy_after = Duration::from_millis(self.stall_unhealthy_after_ms.load(Relaxed));
+        if let Some((topic, partition, stalled)) = self
+            .fetch
+            .lock()
+            .expect("fetch tracker")
+            .longest(Instant::now())
+        {
+            if stalled >= unhealthy_after && !unhealthy_after.is_zero() {
+                return Err(format!(
+                    "partition {topic}[{partition}] has not advanced for {}s",
+                    stalled.as_secs()
+                ));
+            }
+        }
         Ok(())
     }
+
+    pub fn stall_after(&self) -> Duration {
+        Duration::from_millis(self.stall_after_ms.load(Relaxed))
+    }
+
+    /// Counts a consumer error by its code.
+    pub fn consumer_error(&self, code: &str) {
+        *self
+            .consumer_errors
+            .lock()
+            .expect("errors map")
+            .entry(code.to_string())
+            .or_default() += 1;
+    }
+}
+
+/// A label value as Prometheus text wants it: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown`; returns the bound address.
@@ -248,6 +326,45 @@ mod tests {
         let text = m.render();
         assert!(text.contains("loglake_ingest_records_total 3"));
         assert!(text.contains("loglake_ingest_consumer_lag{topic=\"t\",partition=\"1\"} 7"));
+    }
+
+    #[test]
+    fn a_stalled_partition_shows_in_metrics_and_fails_healthz() {
+        use crate::stall::FetchSample;
+        let m = Metrics::default();
+        m.heartbeat_unix_ms.store(now_ms(), Relaxed);
+        m.stall_after_ms.store(1_000, Relaxed);
+        m.stall_unhealthy_after_ms.store(2_000, Relaxed);
+        let sample = FetchSample {
+            position: 5,
+            end: 9,
+            queued: 0,
+        };
+        let long_ago = Instant::now() - Duration::from_secs(3);
+        m.fetch
+            .lock()
+            .unwrap()
+            .observe("app-logs", 2, sample, long_ago);
+        m.consumer_error("BadCompression");
+        let text = m.render();
+        assert!(
+            text.contains("loglake_ingest_partition_stalled{topic=\"app-logs\",partition=\"2\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("loglake_ingest_consumer_errors_total{code=\"BadCompression\"} 1"));
+        let why = m.healthy().unwrap_err();
+        assert!(why.contains("app-logs[2]"), "{why}");
+        // Moving again makes it healthy.
+        m.fetch.lock().unwrap().observe(
+            "app-logs",
+            2,
+            FetchSample {
+                position: 9,
+                ..sample
+            },
+            Instant::now(),
+        );
+        assert!(m.healthy().is_ok());
     }
 
     #[test]

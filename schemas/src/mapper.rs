@@ -87,6 +87,10 @@ pub enum RejectionKind {
     NotAnObject,
     PatternMismatch,
     WrongType,
+    /// Not a record's fault: Kafka handed over a record batch that cannot be decoded
+    /// (corrupt, or compressed with a codec no client knows). Its offsets are quarantined
+    /// without bytes so that every offset stays accounted for.
+    UndecodableBatch,
 }
 
 impl RejectionKind {
@@ -100,6 +104,7 @@ impl RejectionKind {
             Self::NotAnObject => "not_an_object",
             Self::PatternMismatch => "pattern_mismatch",
             Self::WrongType => "wrong_type",
+            Self::UndecodableBatch => "undecodable_batch",
         }
     }
 }
