@@ -109,9 +109,17 @@ pub struct LoglakeContext {
 
 impl LoglakeContext {
     /// The last error or warning librdkafka logged ("SASL authentication error: ...",
-    /// "SSL handshake failed: ... certificate verify failed").
+    /// "SSL handshake failed: ... certificate verify failed"); a failure retrying will not
+    /// cure is kept over the "all brokers are down" that follows it.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().expect("last error").clone()
+    }
+
+    fn note_error(&self, message: String) {
+        let mut last = self.last_error.lock().expect("last error");
+        if is_definitive(&message) || !last.as_deref().is_some_and(is_definitive) {
+            *last = Some(message);
+        }
     }
 }
 
@@ -180,12 +188,12 @@ impl ClientContext for LoglakeContext {
                 return;
             }
         }
-        *self.last_error.lock().expect("last error") = Some(message.to_string());
+        self.note_error(message.to_string());
     }
 
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         tracing::error!(target: "librdkafka", error = %error, "{reason}");
-        *self.last_error.lock().expect("last error") = Some(format!("{error}: {reason}"));
+        self.note_error(format!("{error}: {reason}"));
     }
 }
 
@@ -275,23 +283,7 @@ pub async fn create(
         // one on the first poll: poll once (before subscribing, nothing else can arrive).
         let _ = tokio::time::timeout(Duration::ZERO, consumer.recv()).await;
     }
-    let checked = tokio::task::block_in_place(|| {
-        rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, connect_timeout)
-    });
-    if let Err(source) = checked {
-        let said = rdkafka::consumer::Consumer::client(&consumer)
-            .context()
-            .last_error()
-            .map(|e| format!("; librdkafka: {e}"))
-            .unwrap_or_default();
-        return Err(IngestError::Kafka {
-            context: format!(
-                "could not reach the Kafka cluster at {} within {connect_timeout:?}{said}",
-                config.brokers
-            ),
-            source,
-        });
-    }
+    check_reachable(&consumer, config, connect_timeout).await?;
     let subscription = config.subscription();
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     rdkafka::consumer::Consumer::subscribe(&consumer, &topics).map_err(|source| {
@@ -301,6 +293,63 @@ pub async fn create(
         }
     })?;
     Ok(consumer)
+}
+
+/// Whether librdkafka's last complaint is one that retrying will not cure: a certificate
+/// that does not verify, credentials the cluster refused.
+fn is_definitive(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    [
+        "ssl handshake failed",
+        "certificate verify failed",
+        "authentication failed",
+        "sasl authentication error",
+        "invalid credentials",
+        "could not make an msk iam token",
+    ]
+    .iter()
+    .any(|needle| e.contains(needle))
+}
+
+/// Asks the cluster for metadata until it answers, `timeout` passes, or librdkafka reports a
+/// failure that retrying will not cure (then at once, with its reason).
+async fn check_reachable(
+    consumer: &Consumer,
+    config: &KafkaConfig,
+    timeout: Duration,
+) -> Result<(), IngestError> {
+    let started = Instant::now();
+    let context = rdkafka::consumer::Consumer::client(consumer).context();
+    loop {
+        // librdkafka queues its log lines and error events for the poller: poll (before
+        // subscribing nothing else can arrive) so that they reach the context.
+        if let Ok(Err(e)) = tokio::time::timeout(Duration::from_millis(50), consumer.recv()).await {
+            tracing::debug!(error = %e, "while connecting");
+        }
+        let attempt = Duration::from_secs(1).min(timeout.saturating_sub(started.elapsed()));
+        let result = tokio::task::block_in_place(|| {
+            rdkafka::consumer::Consumer::fetch_metadata(consumer, None, attempt)
+        });
+        let source = match result {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let said = context.last_error();
+        let definitive = said.as_deref().is_some_and(is_definitive);
+        if definitive || started.elapsed() >= timeout {
+            let said = said
+                .map(|e| format!("; librdkafka: {e}"))
+                .unwrap_or_default();
+            return Err(IngestError::Kafka {
+                context: format!(
+                    "could not reach the Kafka cluster at {} (after {:.1}s){said}",
+                    config.brokers,
+                    started.elapsed().as_secs_f64()
+                ),
+                source,
+            });
+        }
+    }
 }
 
 /// `auto.offset.reset` as configured: where a partition with no txn in the table starts.

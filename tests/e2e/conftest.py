@@ -81,7 +81,8 @@ def produce(stack, topic, records):
 class Lake:
     """A lake (S3 prefix or local directory) with a config file for loglake."""
 
-    def __init__(self, stack, kind, topics, tmp, group=None, ingest=None, schemas_dir=None, kafka_options=None):
+    def __init__(self, stack, kind, topics, tmp, group=None, ingest=None, schemas_dir=None, kafka_options=None,
+                 brokers=None, kafka=None):
         self.stack, self.kind, self.tmp = stack, kind, Path(tmp)
         self.id = uuid.uuid4().hex[:10]
         if kind == "s3":
@@ -97,10 +98,12 @@ class Lake:
         if kind == "s3":
             lines += ["[lake.s3]", f'endpoint = "{stack["LOGLAKE_S3_ENDPOINT"]}"', 'region = "us-east-1"',
                       'access_key_id = "testing"', 'secret_access_key = "testing"', "allow_http = true"]
-        lines += ["[kafka]", f'brokers = "{stack["LOGLAKE_KAFKA_BROKERS"]}"', f'group_id = "{self.group}"',
-                  "topics = [" + ", ".join(f'"{t}"' for t in topics) + "]", "[kafka.options]"]
+        lines += ["[kafka]", f'brokers = "{brokers or stack["LOGLAKE_KAFKA_BROKERS"]}"', f'group_id = "{self.group}"',
+                  "topics = [" + ", ".join(f'"{t}"' for t in topics) + "]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in (kafka or {}).items()]
+        lines += ["[kafka.options]"]
         lines += [f'"{k}" = "{v}"' for k, v in options.items()]
-        lines += ["[ingest]"] + [f'{k} = "{v}"' for k, v in ingest.items()]
+        lines += ["[ingest]"] + [f"{k} = {json.dumps(v)}" for k, v in ingest.items()]
         self.config = self.tmp / f"loglake-{self.id}.toml"
         self.config.write_text("\n".join(lines) + "\n")
 
