@@ -40,7 +40,20 @@ wait_port() { # host port seconds
   done
 }
 
+# librdkafka is built with TLS against the system OpenSSL (ARCHITECTURE.md): its headers,
+# pkg-config and make must be there. Debian/Ubuntu names; installed only when missing.
+ensure_build_deps() {
+  if pkg-config --exists openssl 2>/dev/null && command -v make >/dev/null && command -v cc >/dev/null; then
+    return 0
+  fi
+  log "installing the C build dependencies of librdkafka (libssl-dev, pkg-config, make, gcc)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libssl-dev pkg-config make gcc >/dev/null
+}
+
 build_loglake() {
+  ensure_build_deps
   log "building loglake (target dir $CARGO_TARGET_DIR)"
   (cd "$ROOT" && cargo build --quiet --bin loglake)
   LOGLAKE_BIN="$CARGO_TARGET_DIR/debug/loglake"
