@@ -4,9 +4,12 @@
 Feeds JSON logs built from the loghub samples through the broker, runs one `loglake ingest`
 worker per lake kind (local directory, S3) until every record is queryable, and reports
 records/s, MB/s of raw JSON per core of ingest CPU time, peak RSS against the memory budget,
-and stored bytes against raw bytes. A peer runs in the same pass on the same records: DuckDB
-converting the NDJSON to zstd Parquet (its `read_json_auto` + `COPY`), as a JSON -> Parquet
-baseline. Output: one JSON object per line, then a table.
+and stored bytes against raw bytes. Those runs feed uncompressed record batches; one more run
+per producer codec in BENCH_CODECS (on the first lake kind) feeds the same records compressed,
+so its ingest CPU includes decompressing them (raw MB are still the uncompressed JSON bytes).
+A peer runs in the same pass on the same records: DuckDB converting the NDJSON to zstd Parquet
+(its `read_json_auto` + `COPY`), as a JSON -> Parquet baseline. Output: one JSON object per
+line, then a table.
 """
 import json
 import os
@@ -24,6 +27,11 @@ BROKERS = os.environ["LOGLAKE_KAFKA_BROKERS"]
 S3 = os.environ["LOGLAKE_S3_ENDPOINT"]
 REPEAT = int(os.environ.get("BENCH_REPEAT", "40"))
 # BENCH_KINDS=file runs only the local-directory lake.
+# BENCH_CODECS: producer codecs (feed.py --compression) measured in one extra run each on the
+# first of BENCH_KINDS; BENCH_CODECS= (empty) skips those runs.
+CODECS = [c for c in os.environ.get("BENCH_CODECS", "zstd,lz4").split(",") if c and c != "none"]
+if set(CODECS) - {"gzip", "snappy", "lz4", "zstd"}:
+    sys.exit(f"BENCH_CODECS: unknown codec in {CODECS} (gzip, snappy, lz4, zstd)")
 BUDGET_MIB = int(os.environ.get("BENCH_BUDGET_MIB", "256"))
 LOGHUB = os.environ.get("LOGHUB_DIR", str(ROOT.parent / "shared" / "loghub"))
 CLK = os.sysconf("SC_CLK_TCK")
@@ -41,10 +49,12 @@ def proc_hwm_mib(pid):
     return 0.0
 
 
-def feed(topic, dump):
+def feed(topic, dump, codec):
     src = ["loghub", LOGHUB, "--repeat", str(REPEAT)] if os.path.isdir(LOGHUB) else ["generate", "--count", str(16000 * REPEAT)]
+    opts = ["--dump", dump] if dump else []
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "feed.py"), "--brokers", BROKERS, "--topic", topic,
-                          "--partitions", "4", "--dump", dump, src[0], *src[1:]], check=True, capture_output=True, text=True)
+                          "--partitions", "4", "--compression", codec, *opts, src[0], *src[1:]],
+                         check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
@@ -59,7 +69,7 @@ def stored_bytes(kind, where):
     return total
 
 
-def run_ingest(kind, topic, records, raw_bytes, tmp):
+def run_ingest(kind, codec, topic, records, raw_bytes, tmp):
     lake_id = uuid.uuid4().hex[:8]
     if kind == "file":
         url, where = f"file://{tmp}/lake-{lake_id}", f"{tmp}/lake-{lake_id}"
@@ -90,11 +100,15 @@ def run_ingest(kind, topic, records, raw_bytes, tmp):
         if time.time() - t0 > 1800:
             sys.exit("benchmark timed out")
     wall = time.time() - t0
+    # Sample again now that every record is committed: the last flush may have run after the
+    # sample taken before the query (the worker is idle from here, so nothing extra is counted).
+    cpu, hwm = proc_cpu(p.pid), proc_hwm_mib(p.pid)
     p.terminate()
     p.wait(60)
     stored = stored_bytes(kind, where)
     return {
-        "system": f"loglake ingest ({kind} lake)", "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
+        "system": f"loglake ingest ({kind} lake{'' if codec == 'none' else f', {codec} producer'})",
+        "compression": codec, "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
         "wall_s": round(wall, 2), "records_per_s": round(records / wall), "cpu_s": round(cpu, 2),
         "mb_per_cpu_s": round(raw_bytes / 1e6 / cpu, 1), "peak_rss_mib": round(hwm),
         "rss_limit_mib": BUDGET_MIB + 128, "stored_mb": round(stored / 1e6, 1),
@@ -124,13 +138,20 @@ def run_duckdb(dump, records, raw_bytes, tmp):
 def main():
     tmp = tempfile.mkdtemp(prefix="loglake-bench-")
     results = []
-    for kind in os.environ.get("BENCH_KINDS", "file,s3").split(","):
-        topic = f"bench-{kind}-{uuid.uuid4().hex[:6]}"
-        dump = str(Path(tmp) / f"{topic}.ndjson")
-        fed = feed(topic, dump)
-        results.append(run_ingest(kind, topic, fed["records"], fed["bytes"], tmp))
+    kinds = os.environ.get("BENCH_KINDS", "file,s3").split(",")
+    # Uncompressed batches on every lake kind; each codec on the first kind, right after it.
+    runs = [(kind, "none") for kind in kinds]
+    runs[1:1] = [(kinds[0], codec) for codec in CODECS]
+    dump = dumped = None
+    for kind, codec in runs:
+        topic = f"bench-{kind}-{codec}-{uuid.uuid4().hex[:6]}"
+        # Every run feeds the same records; the first one also writes them out for DuckDB.
+        fed = feed(topic, None if dump else str(Path(tmp) / f"{topic}.ndjson"), codec)
+        if not dump:
+            dump, dumped = str(Path(tmp) / f"{topic}.ndjson"), fed
+        results.append(run_ingest(kind, codec, topic, fed["records"], fed["bytes"], tmp))
         print(json.dumps(results[-1]), flush=True)
-    results.append(run_duckdb(dump, fed["records"], fed["bytes"], tmp))
+    results.append(run_duckdb(dump, dumped["records"], dumped["bytes"], tmp))
     print(json.dumps(results[-1]), flush=True)
     peer = results[-1]["mb_per_cpu_s"]
     print()

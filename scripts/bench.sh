@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end ingest benchmark (not a test). BENCH_REPEAT=N passes over the loghub samples
-# (default 40, ~0.7M records, ~250 MB of JSON); BENCH_BUDGET_MIB sets ingest.memory_budget.
+# (default 40, ~0.7M records, ~250 MB of JSON); BENCH_BUDGET_MIB sets ingest.memory_budget;
+# BENCH_KINDS=file|s3|file,s3 (default) picks the lakes; BENCH_CODECS (default zstd,lz4) adds
+# one run per producer codec on the first lake kind, empty skips them.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
 build_loglake

@@ -3,10 +3,16 @@
 
   feed.py --brokers B --topic T [--partitions N] loghub DIR     JSON records built from loghub samples
   feed.py --brokers B --topic T --count N generate              synthetic JSON log records
+  feed.py --brokers B --topic T --count N generate-hdfs         synthetic HDFS text lines
   feed.py --brokers B --topic T lines FILE                      each line of FILE as is (text logs)
 
-Each record is a JSON object in the shape common shippers send (timestamp, host, level,
-message, plus extra fields), keyed by host. Prints how many records and bytes were sent.
+JSON records are objects in the shape common shippers send (timestamp, host, level, message,
+plus extra fields), keyed by host. `generate-hdfs` writes plain-text lines in the HDFS
+DataNode/NameNode format that schemas/examples/hdfs.toml parses
+(`260102 000000 148 INFO dfs.DataNode$PacketResponder: PacketResponder 1 for block blk_... terminating`),
+keyed by the node that logged them. Every mode is deterministic: the same arguments send the
+same records. `--compression` sets the producer's codec (librdkafka `compression.type`).
+Prints how many records and (uncompressed) value bytes were sent.
 """
 import argparse
 import json
@@ -82,16 +88,107 @@ def records_generated(count, base):
         }
 
 
+# HDFS: one NameNode (FSNamesystem lines) and a handful of DataNodes, as in a small cluster.
+HDFS_DATANODES = ["10.250.%d.%d" % (10 + i * 3, 100 + i * 17) for i in range(8)]
+HDFS_NAMENODE = "hdfs-nn-1"
+HDFS_JOBS = ["rand", "rand2", "randtxt", "randtxt3", "sort", "wordcount"]
+
+
+def hdfs_node(ip):
+    return "hdfs-dn-%d" % (HDFS_DATANODES.index(ip) + 1)
+
+
+def records_hdfs(count, base):
+    """Text lines `YYMMDD HHMMSS PID LEVEL component: message` following blocks through their
+    life: allocation, replication to three DataNodes, reads, scans and deletion, with the mix
+    of components and the occasional WARN of a real HDFS log."""
+    rng = random.Random(13)
+    blocks = []  # (block id, size, replica IPs) of blocks that exist
+    ts = base
+    pids = [rng.randrange(10, 300) for _ in range(24)]
+    n = task = 0
+
+    def line(host, level, component, message):
+        raw = "%s %d %s %s: %s" % (ts.strftime("%y%m%d %H%M%S"), rng.choice(pids), level, component, message)
+        return {"host": host, "raw": raw.encode()}
+
+    while n < count:
+        ts += timedelta(seconds=rng.choice([0, 0, 0, 1, 1, 2, 5]))
+        roll = rng.random()
+        if roll < 0.22 or len(blocks) < 4:
+            # A new block: allocated by the NameNode, written through a pipeline of 3 DataNodes.
+            blk = rng.randrange(-2**63, 2**63)
+            size = rng.choice([67108864] * 6 + [rng.randrange(1, 67108864)])
+            replicas = rng.sample(HDFS_DATANODES, 3)
+            task += 1
+            job = rng.choice(HDFS_JOBS)
+            out = [line(HDFS_NAMENODE, "INFO", "dfs.FSNamesystem",
+                        "BLOCK* NameSystem.allocateBlock: /user/root/%s/_temporary/_task_%s_0001_m_%06d_0/part-%05d. blk_%d"
+                        % (job, base.strftime("%Y%m%d%H%M"), task % 1000, task % 1000, blk))]
+            src = rng.choice(HDFS_DATANODES)
+            for ip in replicas:
+                out.append(line(hdfs_node(ip), "INFO", "dfs.DataNode$DataXceiver",
+                                "Receiving block blk_%d src: /%s:%d dest: /%s:50010" % (blk, src, rng.randrange(32768, 61000), ip)))
+                src = ip
+            for r, ip in enumerate(replicas):
+                out.append(line(hdfs_node(ip), "INFO", "dfs.DataNode$PacketResponder",
+                                "Received block blk_%d of size %d from /%s" % (blk, size, rng.choice(HDFS_DATANODES))))
+                out.append(line(hdfs_node(ip), "INFO", "dfs.DataNode$PacketResponder",
+                                "PacketResponder %d for block blk_%d terminating" % (2 - r, blk)))
+                out.append(line(HDFS_NAMENODE, "INFO", "dfs.FSNamesystem",
+                                "BLOCK* NameSystem.addStoredBlock: blockMap updated: %s:50010 is added to blk_%d size %d"
+                                % (ip, blk, size)))
+            blocks.append((blk, size, replicas))
+        elif roll < 0.55:
+            blk, _, replicas = rng.choice(blocks)
+            ip = rng.choice(replicas)
+            reader = rng.choice(HDFS_DATANODES)
+            if rng.random() < 0.5:
+                out = [line(hdfs_node(ip), "WARN", "dfs.DataNode$DataXceiver",
+                            "%s:50010:Got exception while serving blk_%d to /%s:" % (ip, blk, reader))]
+            else:
+                out = [line(hdfs_node(ip), "INFO", "dfs.DataNode$DataXceiver",
+                            "%s:50010 Served block blk_%d to /%s" % (ip, blk, reader))]
+        elif roll < 0.62:
+            blk, _, replicas = rng.choice(blocks)
+            out = [line(hdfs_node(rng.choice(replicas)), "INFO", "dfs.DataBlockScanner", "Verification succeeded for blk_%d" % blk)]
+        elif roll < 0.64:
+            blk, _, replicas = rng.choice(blocks)
+            ip, to = replicas[0], rng.choice([d for d in HDFS_DATANODES if d not in replicas])
+            out = [line(hdfs_node(ip), "INFO", "dfs.DataNode",
+                        "%s:50010 Starting thread to transfer block blk_%d to %s:50010" % (ip, blk, to))]
+        elif roll < 0.645:
+            blk, _, replicas = rng.choice(blocks)
+            ip = rng.choice(replicas)
+            out = [line(hdfs_node(ip), "ERROR", "dfs.DataNode",
+                        "%s:50010:DataXceiver: java.io.IOException: Block blk_%d is valid, and cannot be written to." % (ip, blk))]
+        else:
+            # The NameNode invalidates a block; each replica's DataNode deletes its file.
+            blk, _, replicas = blocks.pop(rng.randrange(len(blocks)))
+            out = []
+            for ip in replicas:
+                out.append(line(HDFS_NAMENODE, "INFO", "dfs.FSNamesystem",
+                                "BLOCK* NameSystem.delete: blk_%d is added to invalidSet of %s:50010" % (blk, ip)))
+            for ip in replicas:
+                out.append(line(hdfs_node(ip), "INFO", "dfs.FSDataset",
+                                "Deleting block blk_%d file /mnt/hadoop/dfs/data/current/subdir%d/blk_%d" % (blk, rng.randrange(64), blk)))
+        out = out[:count - n]
+        n += len(out)
+        yield from out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--brokers", default=os.environ.get("LOGLAKE_KAFKA_BROKERS"))
     ap.add_argument("--topic", required=True)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=1, help="loghub: passes over the samples")
-    ap.add_argument("--count", type=int, default=10000, help="generate: records")
+    ap.add_argument("--count", type=int, default=10000, help="generate, generate-hdfs: records")
     ap.add_argument("--base", default="2026-01-02T00:00:00+00:00", help="event time of the first record")
     ap.add_argument("--dump", help="also write every payload, one per line, to this file")
-    ap.add_argument("source", choices=["loghub", "generate", "lines"])
+    ap.add_argument("--compression", choices=["none", "gzip", "snappy", "lz4", "zstd"], default="none",
+                    help="producer codec for the record batches (librdkafka compression.type)")
+    ap.add_argument("source", choices=["loghub", "generate", "generate-hdfs", "lines"])
     ap.add_argument("dir", nargs="?")
     a = ap.parse_args()
     if not a.brokers:
@@ -107,10 +204,12 @@ def main():
             sys.exit(f"feed.py: file {a.dir!r} not found")
         records = ({"host": HOSTS[i % len(HOSTS)], "raw": line.rstrip(b"\n")}
                    for i, line in enumerate(open(a.dir, "rb")) if line.strip())
+    elif a.source == "generate-hdfs":
+        records = records_hdfs(a.count, base)
     else:
         records = records_generated(a.count, base)
     p = Producer({"bootstrap.servers": a.brokers, "linger.ms": 20, "batch.size": 1000000,
-                  "compression.type": "lz4", "queue.buffering.max.messages": 500000})
+                  "compression.type": a.compression, "queue.buffering.max.messages": 500000})
     sent = nbytes = 0
     dump = open(a.dump, "wb") if a.dump else None
     t0 = time.time()
@@ -133,7 +232,7 @@ def main():
     left = p.flush(120)
     if left:
         sys.exit(f"feed.py: {left} records were not acknowledged by the broker")
-    print(json.dumps({"records": sent, "bytes": nbytes, "seconds": round(time.time() - t0, 3)}))
+    print(json.dumps({"records": sent, "bytes": nbytes, "seconds": round(time.time() - t0, 3), "compression": a.compression}))
 
 
 if __name__ == "__main__":
