@@ -7,9 +7,6 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::{Request, Response, StatusCode};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
@@ -245,73 +242,19 @@ pub async fn serve(
     shutdown: CancellationToken,
     tasks: &tokio_util::task::TaskTracker,
 ) -> Result<SocketAddr, IngestError> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| IngestError::Metrics {
-            addr: listen.to_string(),
-            source,
-        })?;
-    let addr = listener
-        .local_addr()
-        .map_err(|source| IngestError::Metrics {
-            addr: listen.to_string(),
-            source,
-        })?;
-    tasks.spawn(async move {
-        loop {
-            let stream = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => { tracing::warn!(error = %e, "metrics accept failed"); continue; }
-                },
-            };
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let metrics = metrics.clone();
-                        async move { Ok::<_, std::convert::Infallible>(respond(&req, &metrics)) }
-                    });
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(io, service)
-                    .await
-                {
-                    tracing::debug!(error = %e, "metrics connection ended");
-                }
-            });
-        }
-    });
-    Ok(addr)
-}
-
-fn respond<B>(req: &Request<B>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            metrics.render(),
-        ),
-        "/healthz" => match metrics.healthy() {
-            Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-            Err(why) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain",
-                format!("{why}\n"),
-            ),
-        },
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "try /metrics or /healthz\n".to_string(),
-        ),
-    };
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(Full::new(Bytes::from(body)))
-        .expect("static response parts are valid")
+    let (render, health) = (metrics.clone(), metrics);
+    loglake_telemetry::serve(
+        listen,
+        Arc::new(move || render.render()),
+        Arc::new(move || health.healthy()),
+        shutdown,
+        tasks,
+    )
+    .await
+    .map_err(|source| IngestError::Metrics {
+        addr: listen.to_string(),
+        source,
+    })
 }
 
 #[cfg(test)]

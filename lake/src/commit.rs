@@ -6,7 +6,9 @@
 //! checker then rejects it if any commit in between touched the same app id; the caller drops
 //! the batch and re-reads, never retries blindly.
 
-use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
 use deltalake::kernel::{Action, Add, Transaction};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -41,6 +43,109 @@ pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>
         .map_err(|e| LakeError::delta(&name, e))
 }
 
+/// Commit properties for every loglake commit: txn progress, app metadata, and no
+/// post-commit hooks. delta-rs would otherwise write a checkpoint inside some commit and LIST
+/// the whole `_delta_log` after every one (expired-log cleanup), costs that grow with the
+/// table's age; the compactor does both on its own schedule.
+pub fn commit_properties(
+    txns: &[TxnUpdate],
+    app_metadata: serde_json::Map<String, serde_json::Value>,
+) -> CommitProperties {
+    CommitProperties::default()
+        .with_application_transactions(
+            txns.iter()
+                .map(|t| {
+                    Transaction::new_with_last_update(
+                        &t.app_id,
+                        t.version,
+                        Some(chrono::Utc::now().timestamp_millis()),
+                    )
+                })
+                .collect(),
+        )
+        .with_metadata(app_metadata)
+        .with_max_retries(20)
+        .with_create_checkpoint(false)
+        .with_cleanup_expired_logs(Some(false))
+}
+
+/// Checks that the loaded snapshot's txn versions are what the caller expects.
+async fn check_txns(table: &DeltaTable, txns: &[TxnUpdate]) -> Result<(), LakeError> {
+    for txn in txns {
+        let current = txn_version(table, &txn.app_id).await?;
+        if current != txn.expected {
+            return Err(LakeError::TxnConflict {
+                table: table.table_url().to_string(),
+                app_id: txn.app_id.clone(),
+                read_version: table.version().unwrap_or_default(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Commits `actions` (removes and adds of a rewrite, say) with the txn updates on the
+/// table's loaded snapshot, as `operation`. Same rules as [`commit_with_progress`]; a
+/// concurrent commit that removed one of our inputs for real (retention) is a conflict too.
+pub async fn commit_actions(
+    table: &mut DeltaTable,
+    actions: Vec<Action>,
+    txns: &[TxnUpdate],
+    app_metadata: serde_json::Map<String, serde_json::Value>,
+    operation: DeltaOperation,
+) -> Result<u64, LakeError> {
+    let name = table.table_url().to_string();
+    let read_version = table.version().unwrap_or_default();
+    check_txns(table, txns).await?;
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(&name, e))?;
+    let result = CommitBuilder::from(commit_properties(txns, app_metadata))
+        .with_actions(actions)
+        .build(Some(snapshot), table.log_store(), operation)
+        .await;
+    finish(table, result, txns, read_version).await
+}
+
+fn app_ids(txns: &[TxnUpdate]) -> String {
+    txns.iter()
+        .map(|t| t.app_id.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+async fn finish(
+    table: &mut DeltaTable,
+    result: Result<deltalake::kernel::transaction::FinalizedCommit, DeltaTableError>,
+    txns: &[TxnUpdate],
+    read_version: u64,
+) -> Result<u64, LakeError> {
+    let name = table.table_url().to_string();
+    match result {
+        Ok(finalized) => {
+            let version = finalized.version();
+            table
+                .update_incremental(Some(version))
+                .await
+                .map_err(|e| LakeError::delta(&name, e))?;
+            Ok(version)
+        }
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+        }) => Err(LakeError::TxnConflict {
+            table: name,
+            app_id: app_ids(txns),
+            read_version,
+        }),
+        Err(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(conflict),
+        }) => Err(LakeError::Conflict {
+            table: name,
+            read_version,
+            reason: conflict.to_string(),
+        }),
+        Err(e) => Err(LakeError::delta(&name, e)),
+    }
+}
+
 /// Commits `adds` and the txn updates on the table's loaded snapshot (the read version).
 ///
 /// Returns [`LakeError::TxnConflict`] when the snapshot's txn versions are not what the
@@ -54,34 +159,11 @@ pub async fn commit_with_progress(
 ) -> Result<u64, LakeError> {
     let name = table.table_url().to_string();
     let read_version = table.version().unwrap_or_default();
-    for txn in txns {
-        let current = txn_version(table, &txn.app_id).await?;
-        if current != txn.expected {
-            return Err(LakeError::TxnConflict {
-                table: name,
-                app_id: txn.app_id.clone(),
-                read_version,
-            });
-        }
-    }
+    check_txns(table, txns).await?;
     let snapshot = table.snapshot().map_err(|e| LakeError::delta(&name, e))?;
     let partition_by =
         Some(snapshot.metadata().partition_columns().to_vec()).filter(|p| !p.is_empty());
-    let properties = CommitProperties::default()
-        .with_application_transactions(
-            txns.iter()
-                .map(|t| {
-                    Transaction::new_with_last_update(
-                        &t.app_id,
-                        t.version,
-                        Some(chrono::Utc::now().timestamp_millis()),
-                    )
-                })
-                .collect(),
-        )
-        .with_metadata(app_metadata)
-        .with_max_retries(20);
-    let result = CommitBuilder::from(properties)
+    let result = CommitBuilder::from(commit_properties(txns, app_metadata))
         .with_actions(adds.into_iter().map(Action::Add).collect())
         .build(
             Some(snapshot),
@@ -93,26 +175,18 @@ pub async fn commit_with_progress(
             },
         )
         .await;
-    match result {
-        Ok(finalized) => {
-            let version = finalized.version();
-            table
-                .update_incremental(Some(version))
-                .await
-                .map_err(|e| LakeError::delta(&name, e))?;
-            Ok(version)
-        }
-        Err(DeltaTableError::Transaction {
-            source: TransactionError::CommitConflict(_),
+    // A conflict that is not about our txns (a retention delete removed files while this
+    // commit was built) also means: drop the batch and re-read, like a txn conflict.
+    match finish(table, result, txns, read_version).await {
+        Err(LakeError::Conflict {
+            table,
+            read_version,
+            ..
         }) => Err(LakeError::TxnConflict {
-            table: name,
-            app_id: txns
-                .iter()
-                .map(|t| t.app_id.as_str())
-                .collect::<Vec<_>>()
-                .join(","),
+            table,
+            app_id: app_ids(txns),
             read_version,
         }),
-        Err(e) => Err(LakeError::delta(&name, e)),
+        other => other,
     }
 }

@@ -29,6 +29,12 @@ pub enum LakeError {
         app_id: String,
         read_version: u64,
     },
+    #[error("table {table}: a concurrent commit conflicts with this one (read at version {read_version}): {reason}")]
+    Conflict {
+        table: String,
+        read_version: u64,
+        reason: String,
+    },
     #[error("could not encode data for {table}")]
     Encode {
         table: String,
