@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use loglake_compactor::CompactorConfig;
 use loglake_ingest::{IngestConfig, KafkaConfig};
 use loglake_lake::LakeConfig;
 use serde::Deserialize;
@@ -17,6 +18,8 @@ pub struct Config {
     pub kafka: Option<KafkaConfig>,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub compactor: CompactorConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +129,52 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
     (
         "LOGLAKE_INGEST_SHUTDOWN_GRACE",
         "ingest.shutdown_grace",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_TARGET_FILE_SIZE",
+        "compactor.target_file_size",
+        Kind::Str,
+    ),
+    ("LOGLAKE_COMPACTOR_GRACE", "compactor.grace", Kind::Str),
+    (
+        "LOGLAKE_COMPACTOR_MIN_FILES",
+        "compactor.min_files",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_MAX_FAN_IN",
+        "compactor.max_fan_in",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_RETENTION",
+        "compactor.retention",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_VACUUM_DELAY",
+        "compactor.vacuum_delay",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_VACUUM_MIN_DELAY",
+        "compactor.vacuum_min_delay",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_LOG_RETENTION",
+        "compactor.log_retention",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_CHECKPOINT_EVERY",
+        "compactor.checkpoint_every",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_COMPACTOR_METRICS_LISTEN",
+        "compactor.metrics_listen",
         Kind::Str,
     ),
     (
@@ -249,6 +298,7 @@ pub fn load(
         }
     })?;
     config.ingest.validate()?;
+    config.compactor.validate()?;
     if let Some(k) = &config.kafka {
         k.validate()?;
     }

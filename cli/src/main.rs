@@ -55,6 +55,20 @@ enum Command {
         #[arg(long)]
         metrics_listen: Option<String>,
     },
+    /// Compact the lake: merge the small files of closed hours, apply retention, checkpoint
+    /// and clean Delta logs, vacuum. One pass by default (for cron); --interval keeps going.
+    Compact {
+        /// Run a pass every INTERVAL ("10m") until SIGTERM, with /metrics and /healthz on
+        /// compactor.metrics_listen.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        interval: Option<std::time::Duration>,
+        /// Only this table (its directory or SQL name).
+        #[arg(long)]
+        table: Option<String>,
+        /// Print the plan (merges, retention, vacuum) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Run one SQL query over the lake and print the result.
     Query {
         /// Output format.
@@ -154,6 +168,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = CancellationToken::new();
             install_signals(shutdown.clone())?;
             loglake_ingest::run(kafka, config.ingest.clone(), lake, schemas, shutdown).await?;
+        }
+        Command::Compact {
+            interval,
+            table,
+            dry_run,
+        } => {
+            let options = loglake_compactor::PassOptions { dry_run };
+            match interval {
+                None => {
+                    let report = loglake_compactor::run_pass(
+                        &lake,
+                        &config.compactor,
+                        options,
+                        table.as_deref(),
+                    )
+                    .await?;
+                    tracing::info!(summary = %report, "pass done");
+                    if !dry_run {
+                        output::write_stdout(format!("{report}\n").as_bytes())?;
+                    }
+                }
+                Some(interval) => {
+                    anyhow::ensure!(
+                        table.is_none() && !dry_run,
+                        "--interval runs full passes: drop --table and --dry-run"
+                    );
+                    let shutdown = CancellationToken::new();
+                    install_signals(shutdown.clone())?;
+                    loglake_compactor::serve(&lake, &config.compactor, interval, shutdown).await?;
+                }
+            }
         }
         Command::Query { format, sql } => {
             let sql = if sql == "-" {

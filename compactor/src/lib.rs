@@ -1,185 +1,140 @@
-//! The compactor: merges the small files of closed hours, applies retention, vacuums.
+//! The compactor: merges the small files of closed hours, applies retention, keeps Delta
+//! logs short, vacuums.
 //!
-//! It is built as *plan (pure) -> execute*. This crate so far holds the planner: given the
-//! live files of a table and the time, which files of which closed hours to merge. Executing
-//! a plan (a Delta commit with `dataChange = false`), retention and vacuum are the next
-//! slice of work; `loglake compact` will wire them.
+//! Ingest favours freshness: every flush writes one small file per (host, date, hour) and one
+//! commit. A pass of [`run_pass`] over every table of the lake:
 //!
-//! The planner must never touch an hour that is still open (hour end + grace period in the
-//! future): ingest may still be writing to it.
+//! 1. **plans** ([`planner::plan`], pure) which small files of which *closed* hours (hour end
+//!    plus `grace` in the past) to merge, and which hours retention expires;
+//! 2. **merges** each planned group with a k-way merge ([`merge::SortedMerge`]: the inputs are
+//!    each sorted by `timestamp`), writes files of about `target_file_size`, and commits the
+//!    swap as one Delta commit: `remove`s and `add`s with `dataChange = false`, fenced by a
+//!    `txn` of its own so that two compactors cannot both remove the same files;
+//! 3. **expires** whole partitions past retention (a partition-only delete: no file is read);
+//! 4. **checkpoints** and **cleans expired log entries** (ingest commits run no post-commit
+//!    hooks), so opening a table and committing to it stay cheap however old it is;
+//! 5. **vacuums** files no snapshot within `vacuum_delay` needs, by a full listing.
 //!
+//! It must never rewrite an open hour, commit a merge whose inputs are no longer live, or drop
+//! a `txn` ingest needs. It is safe to kill at any point: before its commit a merge leaves
+//! only unreferenced files, which a later vacuum deletes.
+//!
+//! ```no_run
+//! # async fn demo(lake: loglake_lake::Lake) -> Result<(), loglake_compactor::CompactError> {
+//! use loglake_compactor::{run_pass, CompactorConfig, PassOptions};
+//! let report = run_pass(&lake, &CompactorConfig::default(), PassOptions { dry_run: false }, None).await?;
+//! println!("{report}");
+//! # Ok(()) }
 //! ```
-//! use chrono::{TimeZone, Utc};
-//! use loglake_compactor::{plan, FileInfo, PlanConfig};
-//! let f = |p: &str| FileInfo { path: p.into(), host: "h".into(), date: "2026-01-02".into(), hour: "03".into(), size: 1 << 20 };
-//! let now = Utc.with_ymd_and_hms(2026, 1, 2, 6, 0, 0).unwrap();
-//! let merges = plan(&[f("a"), f("b"), f("c")], now, &PlanConfig::default());
-//! assert_eq!(merges.len(), 1);
-//! assert_eq!(merges[0].inputs.len(), 3);
-//! ```
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+mod config;
+mod error;
+pub mod merge;
+pub mod planner;
+mod report;
+mod service;
+mod table;
+mod upkeep;
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use std::time::{Duration, Instant};
 
-/// One live data file of a table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileInfo {
-    pub path: String,
-    pub host: String,
-    pub date: String,
-    pub hour: String,
-    pub size: u64,
-}
+use loglake_lake::Lake;
+use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone)]
-pub struct PlanConfig {
-    /// Merged files aim at this size.
-    pub target_file_size: u64,
-    /// An hour is closed this long after it ends (late records still arrive until then).
-    pub grace: Duration,
-    /// Fewer small files than this in an hour are left alone.
-    pub min_files: usize,
-}
+pub use config::{CompactorConfig, MIN_VACUUM_DELAY};
+pub use error::CompactError;
+pub use planner::{hour_end, plan, FileInfo, Merge, PlanConfig};
+pub use report::{PassReport, TableReport};
+pub use service::{serve, CompactorMetrics};
+pub use table::{PassOptions, FENCE_APP_ID};
+pub use upkeep::retention_predicate;
 
-impl Default for PlanConfig {
-    fn default() -> Self {
-        Self {
-            target_file_size: 128 << 20,
-            grace: Duration::from_secs(3600),
-            min_files: 2,
-        }
+/// One pass over every table of the lake (or only `only`, a table directory). Tables are
+/// done one after the other; a table that fails does not stop the others, and the pass
+/// fails at the end if any did.
+pub async fn run_pass(
+    lake: &Lake,
+    config: &CompactorConfig,
+    options: PassOptions,
+    only: Option<&str>,
+) -> Result<PassReport, CompactError> {
+    config.validate()?;
+    if !options.dry_run {
+        lake.ensure_safe_for_writes().await?;
     }
-}
-
-/// Files of one (host, date, hour) to rewrite as one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Merge {
-    pub host: String,
-    pub date: String,
-    pub hour: String,
-    pub inputs: Vec<String>,
-    pub bytes: u64,
-}
-
-/// When the hour `date`/`hour` ends; `None` for values that are not a date and an hour.
-pub fn hour_end(date: &str, hour: &str) -> Option<DateTime<Utc>> {
-    let day = NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    let h: u32 = hour.parse().ok().filter(|h| *h < 24)?;
-    let start = Utc.from_utc_datetime(&day.and_hms_opt(h, 0, 0)?);
-    Some(start + chrono::Duration::hours(1))
-}
-
-/// Plans merges: in every closed hour, small files (under half the target) are packed,
-/// smallest first, into groups of at most the target size; groups of fewer than
-/// `min_files` files are dropped.
-pub fn plan(files: &[FileInfo], now: DateTime<Utc>, config: &PlanConfig) -> Vec<Merge> {
-    let grace = chrono::Duration::from_std(config.grace).unwrap_or(chrono::Duration::MAX);
-    let mut by_hour: BTreeMap<(&str, &str, &str), Vec<&FileInfo>> = BTreeMap::new();
-    for f in files {
-        if f.size < config.target_file_size / 2 {
-            by_hour
-                .entry((&f.host, &f.date, &f.hour))
-                .or_default()
-                .push(f);
+    let started = Instant::now();
+    let now = chrono::Utc::now();
+    let mut tables: Vec<String> = lake
+        .list_tables()
+        .await?
+        .into_iter()
+        .map(|t| t.dir)
+        .collect();
+    if let Some(only) = only {
+        let wanted = |d: &String| d == only || loglake_lake::sql_table_name(d) == only;
+        if !tables.iter().any(wanted) {
+            return Err(CompactError::Config {
+                key: "--table".into(),
+                message: format!("no table {only:?} in the lake (tables: {tables:?})"),
+            });
         }
+        tables.retain(wanted);
     }
-    let mut merges = Vec::new();
-    for ((host, date, hour), mut small) in by_hour {
-        let closed = hour_end(date, hour).is_some_and(|end| end + grace <= now);
-        if !closed {
-            continue;
-        }
-        small.sort_by_key(|f| (f.size, f.path.as_str()));
-        let mut group: Vec<&FileInfo> = Vec::new();
-        let mut bytes = 0;
-        let mut flush = |group: &mut Vec<&FileInfo>, bytes: &mut u64| {
-            if group.len() >= config.min_files.max(2) {
-                merges.push(Merge {
-                    host: host.to_string(),
-                    date: date.to_string(),
-                    hour: hour.to_string(),
-                    inputs: group.iter().map(|f| f.path.clone()).collect(),
-                    bytes: *bytes,
-                });
+    let mut report = PassReport::default();
+    for dir in &tables {
+        match table::run_table(lake, dir, config, options, now).await {
+            Ok(t) => {
+                tracing::info!(
+                    table = %dir,
+                    merged = t.merged,
+                    files_in = t.files_in,
+                    files_out = t.files_out,
+                    expired = t.expired_files,
+                    vacuumed = t.vacuumed_files,
+                    seconds = t.duration.as_secs_f64(),
+                    "table done"
+                );
+                report.tables.push(t);
             }
-            group.clear();
-            *bytes = 0;
+            Err(e) => {
+                tracing::error!(table = %dir, error = %e, source = ?std::error::Error::source(&e), "table failed");
+                report.failed.push((dir.clone(), e.to_string()));
+            }
+        }
+    }
+    report.duration = started.elapsed();
+    if let Some((table, first)) = report.failed.first() {
+        return Err(CompactError::Pass {
+            failed: report.failed.len(),
+            tables: tables.len(),
+            first: format!("{table}: {first}"),
+        });
+    }
+    Ok(report)
+}
+
+/// Runs a pass every `interval` until `shutdown`; a failed pass is logged and the next one
+/// runs on schedule. `on_pass` sees every pass's outcome (metrics).
+pub async fn run_every(
+    lake: &Lake,
+    config: &CompactorConfig,
+    interval: Duration,
+    shutdown: CancellationToken,
+    mut on_pass: impl FnMut(&Result<PassReport, CompactError>),
+) {
+    loop {
+        let outcome = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            outcome = run_pass(lake, config, PassOptions { dry_run: false }, None) => outcome,
         };
-        for f in small {
-            if bytes + f.size > config.target_file_size && !group.is_empty() {
-                flush(&mut group, &mut bytes);
-            }
-            group.push(f);
-            bytes += f.size;
+        match &outcome {
+            Ok(report) => tracing::info!(summary = %report, "pass done"),
+            Err(e) => tracing::error!(error = %e, "pass failed"),
         }
-        flush(&mut group, &mut bytes);
-    }
-    merges
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    fn file(path: &str, hour: &str, size: u64) -> FileInfo {
-        FileInfo {
-            path: path.into(),
-            host: "h".into(),
-            date: "2026-01-02".into(),
-            hour: hour.into(),
-            size,
-        }
-    }
-
-    #[test]
-    fn open_hours_are_left_alone() {
-        let now = Utc.with_ymd_and_hms(2026, 1, 2, 4, 30, 0).unwrap();
-        let files = [
-            file("a", "03", 1),
-            file("b", "03", 1),
-            file("c", "02", 1),
-            file("d", "02", 1),
-        ];
-        let merges = plan(&files, now, &PlanConfig::default());
-        assert_eq!(merges.len(), 1, "03 closes at 05:00 with an hour of grace");
-        assert_eq!(merges[0].hour, "02");
-    }
-
-    #[test]
-    fn big_files_and_lone_files_stay() {
-        let now = Utc.with_ymd_and_hms(2026, 1, 3, 0, 0, 0).unwrap();
-        let cfg = PlanConfig {
-            target_file_size: 100,
-            ..Default::default()
-        };
-        assert!(plan(&[file("a", "01", 80), file("b", "01", 90)], now, &cfg).is_empty());
-        assert!(plan(&[file("a", "01", 10)], now, &cfg).is_empty());
-        assert!(plan(&[file("a", "bad", 10), file("b", "bad", 10)], now, &cfg).is_empty());
-    }
-
-    proptest! {
-        #[test]
-        fn plans_are_sound(sizes in proptest::collection::vec((0u64..200, 0u32..24), 0..60)) {
-            let files: Vec<FileInfo> = sizes.iter().enumerate()
-                .map(|(i, (size, hour))| file(&format!("f{i}"), &format!("{hour:02}"), *size))
-                .collect();
-            let now = Utc.with_ymd_and_hms(2026, 1, 2, 12, 0, 0).unwrap();
-            let cfg = PlanConfig { target_file_size: 200, grace: Duration::from_secs(1800), min_files: 2 };
-            let merges = plan(&files, now, &cfg);
-            let mut seen = std::collections::HashSet::new();
-            for m in &merges {
-                prop_assert!(m.inputs.len() >= 2);
-                prop_assert!(m.bytes <= 200);
-                prop_assert!(hour_end(&m.date, &m.hour).unwrap() + chrono::Duration::minutes(30) <= now);
-                for i in &m.inputs {
-                    prop_assert!(seen.insert(i.clone()), "file planned twice");
-                    let f = files.iter().find(|f| &f.path == i).unwrap();
-                    prop_assert_eq!(&f.hour, &m.hour);
-                }
-            }
+        on_pass(&outcome);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

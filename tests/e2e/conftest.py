@@ -82,7 +82,7 @@ class Lake:
     """A lake (S3 prefix or local directory) with a config file for loglake."""
 
     def __init__(self, stack, kind, topics, tmp, group=None, ingest=None, schemas_dir=None, kafka_options=None,
-                 brokers=None, kafka=None):
+                 brokers=None, kafka=None, compactor=None):
         self.stack, self.kind, self.tmp = stack, kind, Path(tmp)
         self.id = uuid.uuid4().hex[:10]
         if kind == "s3":
@@ -104,6 +104,8 @@ class Lake:
         lines += ["[kafka.options]"]
         lines += [f'"{k}" = "{v}"' for k, v in options.items()]
         lines += ["[ingest]"] + [f"{k} = {json.dumps(v)}" for k, v in ingest.items()]
+        if compactor:
+            lines += ["[compactor]"] + [f"{k} = {json.dumps(v)}" for k, v in compactor.items()]
         self.config = self.tmp / f"loglake-{self.id}.toml"
         self.config.write_text("\n".join(lines) + "\n")
 

@@ -1,0 +1,195 @@
+"""`loglake compact` on tables ingest wrote in many small flushes: closed hours become a few
+sorted files with every row unchanged (same rows, same offsets, same values, read back by an
+independent reader), the open hour is untouched, a second pass changes nothing, two compactors
+at once never duplicate a row, retention removes expired hours from the table and vacuum from
+the store, and the compactor (not ingest) keeps the Delta log short."""
+import collections
+import datetime
+import subprocess
+import threading
+import time
+import uuid
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from conftest import Lake, Worker, create_topic, log_record, loglake_bin, produce
+
+HOSTS = ["web-1", "web-2"]
+CLOSED_HOURS = ["10", "11"]
+
+
+def now_hour():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H")
+
+
+def wave(n, start, open_hour=False):
+    out = []
+    for i in range(start, start + n):
+        host = HOSTS[i % 2]
+        if open_hour:
+            ts = f"{now_hour()}:00:{i % 60:02d}.{i % 1000:03d}Z"
+        else:
+            ts = f"2026-03-01T{CLOSED_HOURS[i % 2 if i % 3 else 0]}:{(i * 7) % 60:02d}:{i % 60:02d}.{i % 1000:03d}Z"
+        out.append((i % 2, host.encode(), log_record(ts, host, i, level=["INFO", "WARN", "ERROR"][i % 3])))
+    return out
+
+
+def ingest_in_waves(stack, lake, topic, waves, per_wave, workers, open_waves=1):
+    """Each wave is committed before the next is sent: one small file per (host, hour) per wave."""
+    w = Worker(lake)
+    workers.append(w)
+    table = topic.replace("-", "_")
+    sent = 0
+    for k in range(waves + open_waves):
+        produce(stack, topic, wave(per_wave, sent, open_hour=k >= waves))
+        sent += per_wave
+        lake.wait_count(table, sent, workers=[w])
+    assert w.stop() == 0
+    return sent
+
+
+def dt(lake, topic):
+    opts = lake.storage_options() if lake.kind == "s3" else None
+    return DeltaTable(lake.table_uri(topic), storage_options=opts)
+
+
+def rows_by_offset(lake, topic):
+    t = dt(lake, topic).to_pyarrow_table()
+    t = t.sort_by([("_kafka_partition", "ascending"), ("_kafka_offset", "ascending")])
+    return t.to_pylist()
+
+
+def files_by_partition(lake, topic):
+    d = dt(lake, topic)
+    files = collections.defaultdict(list)
+    for add in pa.table(d.get_add_actions(flatten=True)).to_pylist():
+        files[(add["partition.host"], add["partition.date"], add["partition.hour"])].append(add["path"])
+    return files
+
+
+def compact(lake, *args, check=True):
+    return lake.run("compact", *args, check=check, timeout=300)
+
+
+@pytest.mark.parametrize("kind", ["s3", "local"])
+def test_one_pass_merges_closed_hours_and_changes_no_row(stack, tmp_path, workers, kind):
+    topic = f"compact-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 2)
+    lake = Lake(stack, kind, [topic], tmp_path, ingest={"max_latency": "300ms"},
+                compactor={"grace": "1m", "min_files": 2})
+    total = ingest_in_waves(stack, lake, topic, waves=4, per_wave=300, workers=workers)
+    before = rows_by_offset(lake, topic)
+    assert len(before) == total
+    files_before = files_by_partition(lake, topic)
+    closed = {k for k in files_before if k[1] == "2026-03-01"}
+    open_ = {k: sorted(v) for k, v in files_before.items() if k[1] != "2026-03-01"}
+    assert closed and open_ and all(len(files_before[k]) >= 3 for k in closed), files_before
+
+    dry = compact(lake, "--dry-run")
+    assert "merge" in dry.stdout and "plan:" in dry.stdout, dry.stdout
+    assert files_by_partition(lake, topic) == files_before, "--dry-run changed the table"
+
+    out = compact(lake)
+    assert "partitions merged" in out.stdout, out.stdout
+    after = rows_by_offset(lake, topic)
+    assert after == before, "rows changed"
+    files_after = files_by_partition(lake, topic)
+    for k in closed:
+        assert len(files_after[k]) == 1, (k, files_after[k])
+    assert {k: sorted(v) for k, v in files_after.items() if k in open_} == open_, "open hour touched"
+    # Merged files are sorted by timestamp, written as ingest writes them.
+    d = dt(lake, topic)
+    fs = d.to_pyarrow_dataset().files
+    for path in fs:
+        if "2026-03-01" not in path:
+            continue
+        table = pq.read_table(path, filesystem=d.to_pyarrow_dataset().filesystem)
+        ts = table["timestamp"].to_pylist()
+        assert ts == sorted(ts), path
+    # The engine agrees.
+    assert lake.scalar(f"SELECT count(*) FROM {topic.replace('-', '_')}") == total
+
+    version = dt(lake, topic).version()
+    out2 = compact(lake)
+    assert " 0 partitions merged" in out2.stdout, out2.stdout
+    assert dt(lake, topic).version() == version, "a second pass committed something"
+
+
+def test_two_compactors_at_once_never_duplicate(stack, tmp_path, workers):
+    topic = f"compact2-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 2)
+    lake = Lake(stack, "s3", [topic], tmp_path, ingest={"max_latency": "300ms"},
+                compactor={"grace": "1m", "min_files": 2})
+    total = ingest_in_waves(stack, lake, topic, waves=4, per_wave=200, workers=workers, open_waves=0)
+    before = rows_by_offset(lake, topic)
+    procs = [subprocess.Popen([loglake_bin(), "compact", "--config", str(lake.config)], env=lake.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    after = rows_by_offset(lake, topic)
+    assert len(after) == total and after == before
+    # One more pass finishes whatever a fenced compactor left.
+    compact(lake)
+    assert rows_by_offset(lake, topic) == before
+    assert all(len(v) == 1 for v in files_by_partition(lake, topic).values())
+
+
+def test_retention_removes_old_hours_and_vacuum_removes_their_files(stack, tmp_path, workers):
+    topic = f"retain-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 2)
+    lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "300ms"},
+                compactor={"grace": "1m", "retention": "2h", "vacuum_delay": "1s", "vacuum_min_delay": "0s"})
+    ingest_in_waves(stack, lake, topic, waves=2, per_wave=200, workers=workers, open_waves=1)
+    table_dir = lake.dir / topic
+    old_files = list(table_dir.glob("host=*/date=2026-03-01/hour=*/*.parquet"))
+    assert old_files
+    compact(lake)
+    table = topic.replace("-", "_")
+    assert lake.scalar(f"SELECT count(*) FROM {table} WHERE date = '2026-03-01'") == 0
+    assert lake.scalar(f"SELECT count(*) FROM {table}") == 200, "the open hour stays"
+    # The removed files are gone from the store once the vacuum delay has passed.
+    time.sleep(2)
+    compact(lake)
+    assert not [f for f in old_files if f.exists()], "expired files still in the store"
+    assert not list(table_dir.glob("host=*/date=2026-03-01/hour=*/*.parquet"))
+    assert lake.scalar(f"SELECT count(*) FROM {table}") == 200
+
+
+def test_ingest_leaves_log_upkeep_to_the_compactor(stack, tmp_path, workers):
+    topic = f"logs-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 1)
+    lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "200ms"},
+                compactor={"grace": "1m", "checkpoint_every": 5, "log_retention": "1m"})
+    w = Worker(lake)
+    workers.append(w)
+    table = topic.replace("-", "_")
+    sent = 0
+    for k in range(12):
+        produce(stack, topic, [(0, b"web-1", log_record(f"2026-03-02T0{k % 3}:00:{i:02d}Z", "web-1", sent + i)) for i in range(20)])
+        sent += 20
+        lake.wait_count(table, sent, workers=[w])
+    assert w.stop() == 0
+    log_dir = lake.dir / topic / "_delta_log"
+    assert not list(log_dir.glob("*.checkpoint.parquet")), "ingest wrote a checkpoint"
+    commits = sorted(log_dir.glob("*.json"))
+    assert len(commits) >= 12
+    compact(lake)
+    assert list(log_dir.glob("*.checkpoint.parquet")), "the compactor wrote no checkpoint"
+    # Log entries older than log_retention and older than the checkpoint go on a later pass.
+    old = time.time() - 120
+    for f in log_dir.glob("*.json"):
+        import os
+        os.utime(f, (old, old))
+    compact(lake)
+    remaining = sorted(log_dir.glob("*.json"))
+    assert len(remaining) < len(commits), (len(remaining), len(commits))
+    # Progress survives the cleanup: a new worker resumes without duplicates.
+    w2 = Worker(lake, "again")
+    workers.append(w2)
+    produce(stack, topic, [(0, b"web-1", log_record("2026-03-02T05:00:00Z", "web-1", sent))])
+    lake.wait_count(table, sent + 1, workers=[w2])
+    assert w2.stop() == 0
+    assert lake.scalar(f"SELECT count(DISTINCT _kafka_offset) FROM {table}") == sent + 1
