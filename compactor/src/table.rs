@@ -129,7 +129,7 @@ pub async fn run_table(
     report.expired_bytes = doomed.iter().map(|f| f.size).sum();
 
     if options.dry_run {
-        report.vacuum_candidates = upkeep::vacuum(&table, config, true).await?.len();
+        report.vacuum_candidates = upkeep::vacuum(&table, config, true).await?;
         report.print_plan(&merges, config.target_file_size.as_u64());
         report.duration = started.elapsed();
         return Ok(report);
@@ -165,8 +165,7 @@ pub async fn run_table(
     refresh(&mut table).await?;
     report.checkpointed = upkeep::checkpoint(&mut table, dir, config).await?;
     report.logs_removed = upkeep::cleanup_logs(&table, dir, config, now).await?;
-    let vacuumed = upkeep::vacuum(&table, config, false).await?;
-    report.vacuumed_files = vacuumed.len();
+    report.vacuumed_files = upkeep::vacuum(&table, config, false).await?;
     report.files_after = table
         .snapshot()
         .map_err(lake_err(dir))?

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::DeltaTable;
-use futures::{StreamExt as _, TryStreamExt as _};
+use futures::StreamExt as _;
 use loglake_lake::LakeError;
 use object_store::path::Path;
 use object_store::ObjectStoreExt as _;
@@ -133,7 +133,8 @@ pub async fn cleanup_logs(
 
 /// Deletes files no snapshot within `vacuum_delay` needs: tombstones older than the delay
 /// and unreferenced files (a crashed writer's) older than it, by a full listing (the "lite"
-/// mode only sees tombstones still in the log). Returns the paths (to delete, if `dry_run`).
+/// mode only sees tombstones still in the log). Returns how many files were deleted (with
+/// `dry_run`: how many would be, counting tombstones whose file may already be gone).
 ///
 /// Only the plan comes from delta-rs (a dry run, which commits nothing); we delete the
 /// files ourselves, so no vacuum commit runs delta-rs's post-commit hooks.
@@ -141,7 +142,7 @@ pub async fn vacuum(
     table: &DeltaTable,
     config: &CompactorConfig,
     dry_run: bool,
-) -> Result<Vec<String>, CompactError> {
+) -> Result<usize, CompactError> {
     let name = table.table_url().to_string();
     let delay = chrono::Duration::from_std(config.vacuum_delay).unwrap_or(chrono::Duration::MAX);
     let (_, metrics) = table
@@ -155,7 +156,7 @@ pub async fn vacuum(
         .map_err(delta(&name))?;
     let paths = metrics.files_deleted;
     if dry_run || paths.is_empty() {
-        return Ok(paths);
+        return Ok(paths.len());
     }
     let store = table.object_store();
     let locations: Vec<object_store::Result<Path>> = paths
@@ -163,17 +164,25 @@ pub async fn vacuum(
         .map(|p| Ok(Path::parse(p).unwrap_or_else(|_| Path::from(p.as_str()))))
         .collect();
     let locations = futures::stream::iter(locations).boxed();
-    let deleted: Vec<Path> =
-        store
-            .delete_stream(locations)
-            .try_collect()
-            .await
-            .map_err(|source| LakeError::Store {
-                url: name.clone(),
-                source,
-            })?;
-    tracing::info!(table = %name, files = deleted.len(), "vacuumed");
-    Ok(paths)
+    // Tombstones stay in the log after their files are gone (until a checkpoint drops them),
+    // so a later vacuum lists them again: a file already deleted is not an error.
+    let mut deleted = 0usize;
+    let mut results = store.delete_stream(locations);
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(_) => deleted += 1,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(source) => {
+                return Err(LakeError::Store {
+                    url: name.clone(),
+                    source,
+                }
+                .into())
+            }
+        }
+    }
+    tracing::info!(table = %name, files = deleted, "vacuumed");
+    Ok(deleted)
 }
 
 #[cfg(test)]
