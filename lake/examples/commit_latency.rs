@@ -72,13 +72,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     lake.open_table("t").await?;
     let open_after = opened.elapsed();
     let log_entries = std::fs::read_dir(dir.path().join("t/_delta_log"))?.count();
-    println!(
+    use std::io::Write as _;
+    writeln!(
+        std::io::stdout(),
         "{{\"commits\": {commits}, \"checkpoint_every\": {checkpoint_every}, \"median_commit_ms_first_100\": {:.2}, \"median_commit_ms_last_100\": {:.2}, \
          \"open_ms_no_checkpoint\": {:.1}, \"open_ms_after_checkpoint\": {:.1}, \"log_entries\": {log_entries}}}",
         first.as_secs_f64() * 1e3,
         tail.as_secs_f64() * 1e3,
         open.as_secs_f64() * 1e3,
         open_after.as_secs_f64() * 1e3
-    );
+    )?;
     Ok(())
 }
