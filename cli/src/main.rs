@@ -174,7 +174,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             table,
             dry_run,
         } => {
-            let options = loglake_compactor::PassOptions { dry_run };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                .then_some(output::compaction_progress as fn(&loglake_compactor::Progress));
+            let options = loglake_compactor::PassOptions { dry_run, progress };
             match interval {
                 None => {
                     let report = loglake_compactor::run_pass(
@@ -184,6 +186,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         table.as_deref(),
                     )
                     .await?;
+                    if progress.is_some() {
+                        output::end_progress();
+                    }
                     tracing::info!(summary = %report, "pass done");
                     if !dry_run {
                         output::write_stdout(format!("{report}\n").as_bytes())?;

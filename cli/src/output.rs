@@ -49,3 +49,25 @@ pub fn print(batches: &[RecordBatch], format: Format) -> anyhow::Result<()> {
     write_stdout(&buf)?;
     Ok(())
 }
+
+/// One line of compaction progress on a terminal, rewritten in place.
+pub fn compaction_progress(p: &loglake_compactor::Progress) {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(
+        err,
+        "\r\x1b[2K{}: {}/{} partitions, {} / {}",
+        p.table,
+        p.merges_done,
+        p.merges_total,
+        bytesize::ByteSize(p.bytes_done),
+        bytesize::ByteSize(p.bytes_total)
+    );
+    let _ = err.flush();
+}
+
+/// Ends the progress line.
+pub fn end_progress() {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K");
+    let _ = err.flush();
+}

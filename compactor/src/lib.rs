@@ -22,7 +22,7 @@
 //! ```no_run
 //! # async fn demo(lake: loglake_lake::Lake) -> Result<(), loglake_compactor::CompactError> {
 //! use loglake_compactor::{run_pass, CompactorConfig, PassOptions};
-//! let report = run_pass(&lake, &CompactorConfig::default(), PassOptions { dry_run: false }, None).await?;
+//! let report = run_pass(&lake, &CompactorConfig::default(), PassOptions::default(), None).await?;
 //! println!("{report}");
 //! # Ok(()) }
 //! ```
@@ -46,7 +46,7 @@ pub use error::CompactError;
 pub use planner::{hour_end, plan, FileInfo, Merge, PlanConfig};
 pub use report::{PassReport, TableReport};
 pub use service::{serve, CompactorMetrics};
-pub use table::{PassOptions, FENCE_APP_ID};
+pub use table::{PassOptions, Progress, FENCE_APP_ID};
 pub use upkeep::retention_predicate;
 
 /// One pass over every table of the lake (or only `only`, a table directory). Tables are
@@ -125,7 +125,7 @@ pub async fn run_every(
     loop {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            outcome = run_pass(lake, config, PassOptions { dry_run: false }, None) => outcome,
+            outcome = run_pass(lake, config, PassOptions::default(), None) => outcome,
         };
         match &outcome {
             Ok(report) => tracing::info!(summary = %report, "pass done"),

@@ -40,10 +40,22 @@ const SORT_COLUMN: &str = "timestamp";
 const INPUT_BATCH_ROWS: usize = 4096;
 
 /// What a pass may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
     /// Plan and report only.
     pub dry_run: bool,
+    /// Called after every merge (a terminal's progress display); the library prints nothing.
+    pub progress: Option<fn(&Progress)>,
+}
+
+/// How far a table's merges are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    pub table: String,
+    pub merges_done: usize,
+    pub merges_total: usize,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 fn lake_err(table: &str) -> impl Fn(deltalake::DeltaTableError) -> CompactError + '_ {
@@ -137,7 +149,19 @@ pub async fn run_table(
 
     let views: HashMap<String, LogicalFileView> =
         files.into_iter().map(|(f, v)| (f.path, v)).collect();
-    for merge in &merges {
+    let bytes_total: u64 = merges.iter().map(|m| m.bytes).sum();
+    let mut bytes_done = 0;
+    for (n, merge) in merges.iter().enumerate() {
+        if let Some(progress) = options.progress {
+            progress(&Progress {
+                table: dir.to_string(),
+                merges_done: n,
+                merges_total: merges.len(),
+                bytes_done,
+                bytes_total,
+            });
+        }
+        bytes_done += merge.bytes;
         match merge_one(&mut table, dir, merge, &views, config).await {
             Ok(done) => report.merged(merge, &done),
             Err(CompactError::Fenced { .. }) => {
