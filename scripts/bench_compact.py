@@ -18,6 +18,7 @@ Output: one JSON object per line, then a table.
 """
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -123,13 +124,14 @@ def main():
             w.wait(60)
 
     files_before, bytes_before = table_files(a, topic)
-    per_level = f"SELECT level, count(*) AS n FROM {table} WHERE host = 'web-1' AND date = '2026-01-02' GROUP BY level"
+    per_level = f"SELECT level, count(*) AS n FROM {table} WHERE host = 'web-1' AND date = '2026-01-02' GROUP BY level ORDER BY level"
     one_hour = (f"SELECT count(*) AS n FROM {table} WHERE timestamp >= '2026-01-02T00:00:00Z' "
                 f"AND timestamp < '2026-01-02T01:00:00Z'")
     before = {"per_level_s": timed(cfg_a, per_level), "one_hour_s": timed(cfg_a, one_hour)}
     answers = (query(cfg_a, per_level), query(cfg_a, one_hour))
 
-    wall, cpu, rss, _ = run_measured([BIN, "compact", "--config", str(cfg_a), "--log", "warn"], tmp)
+    wall, cpu, rss, _ = run_measured([BIN, "compact", "--config", str(cfg_a), "--log", "info"], tmp)
+    shutil.copy(Path(tmp) / "measured.err", Path(tmp) / "compact.log")
     files_after, bytes_after = table_files(a, topic)
     # A pass with nothing to merge costs what every pass costs (start-up, listing, the vacuum
     # listing, checkpoint check): what is left of the first pass is the merging itself.
@@ -148,6 +150,7 @@ def main():
         "speedup_one_hour": round(before["one_hour_s"] / after["one_hour_s"], 1),
     }]
     print(json.dumps(results[-1]), flush=True)
+    print(f"compaction log: {Path(tmp) / 'compact.log'}", flush=True)
 
     peer = (f"import deltalake; t = deltalake.DeltaTable('s3://loglake/{b}/{topic}', storage_options={STORAGE!r}); "
             f"t.optimize.compact(target_size=256 * 1024 * 1024)")

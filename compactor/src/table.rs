@@ -39,6 +39,9 @@ const SORT_COLUMN: &str = "timestamp";
 /// Rows per batch read from each input: memory is one such batch per input of a merge.
 const INPUT_BATCH_ROWS: usize = 4096;
 
+/// Input footers read at once when a merge starts.
+const OPEN_CONCURRENCY: usize = 16;
+
 /// What a pass may do.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PassOptions {
@@ -230,23 +233,39 @@ async fn merge_one(
     let read_version = table.version().unwrap_or_default();
     let inputs: Vec<&LogicalFileView> = merge.inputs.iter().filter_map(|p| views.get(p)).collect();
     let store = table.object_store();
-    let mut streams = Vec::with_capacity(inputs.len());
+    // Footers are read concurrently (each is a round trip to the store); the streams then
+    // fetch their row groups as the merge pulls them.
+    let opened: Vec<_> = futures::stream::iter(inputs.iter().map(|view| {
+        let store = store.clone();
+        async move {
+            let read_err = |source| CompactError::Read {
+                table: dir.to_string(),
+                path: view.path().to_string(),
+                source,
+            };
+            #[allow(deprecated)]
+            let reader = ParquetObjectReader::new(store, view.object_store_path())
+                .with_file_size(view.size().max(0) as u64);
+            ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map(|b| b.with_batch_size(INPUT_BATCH_ROWS))
+                .map_err(read_err)
+        }
+    }))
+    .buffered(OPEN_CONCURRENCY)
+    .collect()
+    .await;
+    let mut streams = Vec::with_capacity(opened.len());
     let mut schema = None;
-    for view in &inputs {
-        let read_err = |source| CompactError::Read {
+    for (builder, view) in opened.into_iter().zip(&inputs) {
+        let builder = builder?;
+        schema.get_or_insert_with(|| builder.schema().clone());
+        let stream = builder.build().map_err(|source| CompactError::Read {
             table: dir.to_string(),
             path: view.path().to_string(),
             source,
-        };
-        #[allow(deprecated)]
-        let reader = ParquetObjectReader::new(store.clone(), view.object_store_path())
-            .with_file_size(view.size().max(0) as u64);
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(read_err)?
-            .with_batch_size(INPUT_BATCH_ROWS);
-        schema.get_or_insert_with(|| builder.schema().clone());
-        streams.push(builder.build().map_err(read_err)?.boxed());
+        })?;
+        streams.push(stream.boxed());
     }
     let Some(schema) = schema else {
         return Ok(MergeDone::default());
