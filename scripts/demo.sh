@@ -97,6 +97,21 @@ q "SELECT component, level, count(*) AS lines FROM hdfs GROUP BY component, leve
 echo "== the latest errors"
 q "SELECT timestamp, host, substr(message, 1, 70) AS message FROM app_logs WHERE level = 'ERROR' ORDER BY timestamp DESC LIMIT 5"
 
+# A second delivery into the same hours: ingest writes a second small file per (host, hour),
+# which is what the compactor is for.
+more=$(feed --topic app-logs --count 4000 --base 2026-01-02T00:30:00+00:00 generate)
+want=$((want + more))
+for _ in $(seq 240); do
+  have=$(count || true)
+  [ "$have" = "$want" ] && break
+  sleep 0.5
+done
+[ "$have" = "$want" ] || { tail -n 30 "$DEMO/ingest.log" >&2; log "only $have of $want records archived"; exit 1; }
+echo "== compacting: $more more records arrived for the same hours; loglake compact merges the small files"
+"$LOGLAKE_BIN" compact --config "$DEMO/loglake.toml" --log error
+echo "== records per level after compaction: every record still there (app_logs)"
+q "SELECT level, count(*) AS records FROM app_logs GROUP BY level ORDER BY records DESC"
+
 kill -TERM "$INGEST_PID"
 wait "$INGEST_PID"; status=$?
 INGEST_PID=
