@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
-use loglake_lake::commit::{commit_with_progress, TxnUpdate};
+use loglake_lake::commit::{commit_with_progress, txn_version, TxnUpdate};
 use loglake_lake::write::{write_files, writer_properties};
 use loglake_lake::{Lake, LakeConfig};
 
@@ -39,6 +39,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ]));
     let mut table = lake.open_or_create("t", &schema, &["host"]).await?;
     let mut times = Vec::with_capacity(commits);
+    let mut lookups = Vec::with_capacity(commits);
     let mut last = None;
     for i in 0..commits as i64 {
         let batch = RecordBatch::try_new(
@@ -54,6 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             expected: last,
             version: i,
         };
+        // The txn lookup every ingest commit makes per partition, timed on its own.
+        let looked = Instant::now();
+        txn_version(&table, "loglake:bench:0").await?;
+        lookups.push(looked.elapsed());
         let started = Instant::now();
         commit_with_progress(&mut table, adds, &[txn], serde_json::Map::new()).await?;
         times.push(started.elapsed());
@@ -64,6 +69,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let first = median(times[..100.min(commits)].to_vec());
     let tail = median(times[commits.saturating_sub(100)..].to_vec());
+    let lookup_first = median(lookups[..100.min(commits)].to_vec());
+    let lookup_tail = median(lookups[commits.saturating_sub(100)..].to_vec());
     let opened = Instant::now();
     lake.open_table("t").await?;
     let open = opened.elapsed();
@@ -76,9 +83,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     writeln!(
         std::io::stdout(),
         "{{\"commits\": {commits}, \"checkpoint_every\": {checkpoint_every}, \"median_commit_ms_first_100\": {:.2}, \"median_commit_ms_last_100\": {:.2}, \
-         \"open_ms_no_checkpoint\": {:.1}, \"open_ms_after_checkpoint\": {:.1}, \"log_entries\": {log_entries}}}",
+         \"median_txn_lookup_ms_first_100\": {:.2}, \"median_txn_lookup_ms_last_100\": {:.2}, \"open_ms_no_checkpoint\": {:.1}, \"open_ms_after_checkpoint\": {:.1}, \"log_entries\": {log_entries}}}",
         first.as_secs_f64() * 1e3,
         tail.as_secs_f64() * 1e3,
+        lookup_first.as_secs_f64() * 1e3,
+        lookup_tail.as_secs_f64() * 1e3,
         open.as_secs_f64() * 1e3,
         open_after.as_secs_f64() * 1e3
     )?;

@@ -121,11 +121,11 @@ async fn finish(
     let name = table.table_url().to_string();
     match result {
         Ok(finalized) => {
+            // The commit already advanced a copy of our snapshot to its version (delta-rs's
+            // post-commit step): take it rather than replaying the same commit again, a cost
+            // that grows with the table's live files.
             let version = finalized.version();
-            table
-                .update_incremental(Some(version))
-                .await
-                .map_err(|e| LakeError::delta(&name, e))?;
+            table.state = Some(finalized.snapshot);
             Ok(version)
         }
         Err(DeltaTableError::Transaction {
