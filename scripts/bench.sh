@@ -6,7 +6,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
 build_loglake
-dir=$(mktemp -d)
-eval "$("$ROOT/scripts/stack.sh" up "$dir")"
-trap '"$ROOT/scripts/stack.sh" down "$dir"' EXIT
-"$PY" "$ROOT/scripts/bench.py"
+with_stack "$PY" "$ROOT/scripts/bench.py"

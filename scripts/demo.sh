@@ -77,14 +77,19 @@ count() {
   sql=$(printf '(SELECT count(*) FROM %s) + ' $tables)
   q --format csv "SELECT ${sql% + } AS n" 2>/dev/null | tail -n 1
 }
+# Waits until rows + quarantined records reach $1 (two minutes at most).
+wait_archived() {
+  local have=
+  for _ in $(seq 240); do
+    have=$(count || true)
+    [ "$have" = "$1" ] && return 0
+    kill -0 "$INGEST_PID" 2>/dev/null || { cat "$DEMO/ingest.log" >&2; log "ingest exited early"; exit 1; }
+    sleep 0.5
+  done
+  tail -n 30 "$DEMO/ingest.log" >&2; log "only $have of $1 records archived"; exit 1
+}
 want=$((sent + hdfs))
-for _ in $(seq 240); do
-  have=$(count || true)
-  [ "$have" = "$want" ] && break
-  kill -0 "$INGEST_PID" 2>/dev/null || { cat "$DEMO/ingest.log" >&2; log "ingest exited early"; exit 1; }
-  sleep 0.5
-done
-[ "$have" = "$want" ] || { tail -n 30 "$DEMO/ingest.log" >&2; log "only $have of $want records archived"; exit 1; }
+wait_archived "$want"
 
 echo "== $want records archived in $DEMO/lake; tables:"
 "$LOGLAKE_BIN" tables --config "$DEMO/loglake.toml" --log error
@@ -101,12 +106,7 @@ q "SELECT timestamp, host, substr(message, 1, 70) AS message FROM app_logs WHERE
 # which is what the compactor is for.
 more=$(feed --topic app-logs --count 4000 --base 2026-01-02T00:30:00+00:00 generate)
 want=$((want + more))
-for _ in $(seq 240); do
-  have=$(count || true)
-  [ "$have" = "$want" ] && break
-  sleep 0.5
-done
-[ "$have" = "$want" ] || { tail -n 30 "$DEMO/ingest.log" >&2; log "only $have of $want records archived"; exit 1; }
+wait_archived "$want"
 echo "== compacting: $more more records arrived for the same hours; loglake compact merges the small files"
 "$LOGLAKE_BIN" compact --config "$DEMO/loglake.toml" --log error
 echo "== records per level after compaction: every record still there (app_logs)"

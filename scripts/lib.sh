@@ -59,3 +59,12 @@ build_loglake() {
   LOGLAKE_BIN="$CARGO_TARGET_DIR/debug/loglake"
   export LOGLAKE_BIN
 }
+
+# Runs "$@" with a fresh local stack (broker + S3) in a temporary directory, its environment
+# exported, and stops the stack afterwards (benchmarks).
+with_stack() {
+  local dir; dir=$(mktemp -d)
+  eval "$("$ROOT/scripts/stack.sh" up "$dir")"
+  trap '"$ROOT/scripts/stack.sh" down "'"$dir"'"' EXIT
+  "$@"
+}
