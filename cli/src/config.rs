@@ -6,6 +6,7 @@ use anyhow::{bail, Context};
 use loglake_compactor::CompactorConfig;
 use loglake_ingest::{IngestConfig, KafkaConfig};
 use loglake_lake::LakeConfig;
+use loglake_query::ServeConfig;
 use serde::Deserialize;
 use toml::Value;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub compactor: CompactorConfig,
+    #[serde(default)]
+    pub serve: ServeConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -191,6 +194,59 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         "LOGLAKE_INGEST_STALL_UNHEALTHY_AFTER",
         "ingest.stall_unhealthy_after",
         Kind::Str,
+    ),
+    ("LOGLAKE_SERVE_HTTP_LISTEN", "serve.http_listen", Kind::Str),
+    ("LOGLAKE_SERVE_TOKENS", "serve.tokens", Kind::List),
+    (
+        "LOGLAKE_SERVE_ALLOW_ANONYMOUS",
+        "serve.allow_anonymous",
+        Kind::Bool,
+    ),
+    (
+        "LOGLAKE_SERVE_QUERY_TIMEOUT",
+        "serve.query_timeout",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_SERVE_MAX_CONCURRENT_QUERIES",
+        "serve.max_concurrent_queries",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_SERVE_MEMORY_PER_QUERY",
+        "serve.memory_per_query",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_SERVE_MAX_RESULT_ROWS",
+        "serve.max_result_rows",
+        Kind::Int,
+    ),
+    (
+        "LOGLAKE_SERVE_MAX_RESULT_BYTES",
+        "serve.max_result_bytes",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_SERVE_MAX_STATEMENT_SIZE",
+        "serve.max_statement_size",
+        Kind::Str,
+    ),
+    ("LOGLAKE_SERVE_SPILL_DIR", "serve.spill_dir", Kind::Str),
+    (
+        "LOGLAKE_SERVE_MAX_SPILL_SIZE",
+        "serve.max_spill_size",
+        Kind::Str,
+    ),
+    (
+        "LOGLAKE_SERVE_CORS_ORIGINS",
+        "serve.cors_origins",
+        Kind::List,
+    ),
+    (
+        "LOGLAKE_SERVE_QUERY_THREADS",
+        "serve.query_threads",
+        Kind::Int,
     ),
 ];
 

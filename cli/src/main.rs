@@ -69,13 +69,22 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Run one SQL query over the lake and print the result.
+    /// Serve SQL over HTTP (scripts, dashboards, BI tools) until SIGTERM. See [serve].
+    Serve {
+        /// Overrides serve.http_listen.
+        #[arg(long)]
+        http_listen: Option<String>,
+    },
+    /// Run one SQL query over the lake and print the result as it arrives.
     Query {
-        /// Output format.
-        #[arg(long, short, value_enum, default_value_t = Format::Table)]
-        format: Format,
-        /// The SQL statement; "-" reads it from standard input.
-        sql: String,
+        /// Output format: an aligned table on a terminal, else ndjson.
+        #[arg(long, short, value_enum)]
+        format: Option<Format>,
+        /// Write the answer to FILE instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// The SQL statement; "-" or none reads it from standard input.
+        sql: Option<String>,
     },
     /// List the lake's tables and their SQL names.
     Tables,
@@ -83,12 +92,14 @@ enum Command {
     CheckStore,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Table,
     Csv,
     Json,
     Ndjson,
+    Arrow,
+    Parquet,
 }
 
 fn init_tracing(filter: &str) {
@@ -155,6 +166,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             flags.push(Override::str("ingest.metrics_listen", m));
         }
     }
+    if let Command::Serve {
+        http_listen: Some(addr),
+    } = &cli.command
+    {
+        flags.push(Override::str("serve.http_listen", addr));
+    }
     let path = config::resolve_path(cli.config.clone());
     let config = config::load(path.as_deref(), std::env::vars(), &flags)?;
     let lake = loglake_lake::Lake::connect(&config.lake).await?;
@@ -205,22 +222,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
-        Command::Query { format, sql } => {
-            let sql = if sql == "-" {
-                let mut s = String::new();
-                std::io::stdin().read_to_string(&mut s)?;
-                s
-            } else {
-                sql
+        Command::Serve { .. } => {
+            let shutdown = CancellationToken::new();
+            install_signals(shutdown.clone())?;
+            loglake_query::serve(lake, config.serve.clone(), shutdown, |_| {}).await?;
+        }
+        Command::Query {
+            format,
+            output: file,
+            sql,
+        } => {
+            let sql = match sql {
+                Some(s) if s != "-" => s,
+                _ => {
+                    let mut s = String::new();
+                    std::io::stdin().read_to_string(&mut s)?;
+                    s
+                }
             };
-            let engine = loglake_query::QueryEngine::new(&lake).await?;
-            let batches = engine.sql(&sql).await?;
-            output::print(&batches, format)?;
+            let limits = loglake_query::Limits {
+                max_result_rows: None,
+                ..config.serve.limits()
+            };
+            let engine = loglake_query::QueryEngine::new(lake, limits)?;
+            output::run_query(&engine, &sql, format, file.as_deref()).await?;
         }
         Command::Tables => {
-            let engine = loglake_query::QueryEngine::new(&lake).await?;
+            let engine = loglake_query::QueryEngine::new(lake, loglake_query::Limits::default())?;
             let mut out = String::new();
-            for t in engine.tables() {
+            for t in engine.tables().await? {
                 out.push_str(&format!("{}\t{}\n", t.sql_name, t.url));
             }
             output::write_stdout(out.as_bytes())?;

@@ -157,6 +157,19 @@ impl Lake {
         selfcheck::check_now(self).await
     }
 
+    /// One listing of the lake root: does the store answer, with these credentials?
+    pub async fn ping(&self) -> Result<(), LakeError> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        self.store
+            .list_with_delimiter(prefix)
+            .await
+            .map(|_| ())
+            .map_err(|source| LakeError::Store {
+                url: self.root.to_string(),
+                source,
+            })
+    }
+
     /// The URL of the table in directory `dir` under the root.
     pub fn table_url(&self, dir: &str) -> Url {
         self.root

@@ -82,7 +82,7 @@ class Lake:
     """A lake (S3 prefix or local directory) with a config file for loglake."""
 
     def __init__(self, stack, kind, topics, tmp, group=None, ingest=None, schemas_dir=None, kafka_options=None,
-                 brokers=None, kafka=None, compactor=None):
+                 brokers=None, kafka=None, compactor=None, serve=None):
         self.stack, self.kind, self.tmp = stack, kind, Path(tmp)
         self.id = uuid.uuid4().hex[:10]
         if kind == "s3":
@@ -106,6 +106,8 @@ class Lake:
         lines += ["[ingest]"] + [f"{k} = {json.dumps(v)}" for k, v in ingest.items()]
         if compactor:
             lines += ["[compactor]"] + [f"{k} = {json.dumps(v)}" for k, v in compactor.items()]
+        if serve:
+            lines += ["[serve]"] + [f"{k} = {json.dumps(v)}" for k, v in serve.items()]
         self.config = self.tmp / f"loglake-{self.id}.toml"
         self.config.write_text("\n".join(lines) + "\n")
 
@@ -161,19 +163,34 @@ class Lake:
         return f"{self.url}/{topic}"
 
 
-class Worker:
-    """A `loglake ingest` process."""
+class Process:
+    """A `loglake <command>` process on the lake's config, its output in a log file."""
 
-    def __init__(self, lake, name="w"):
+    def __init__(self, lake, command, name):
         self.lake = lake
-        self.log_path = lake.tmp / f"ingest-{lake.id}-{name}-{time.time_ns()}.log"
+        self.log_path = lake.tmp / f"{command}-{lake.id}-{name}-{time.time_ns()}.log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([loglake_bin(), "ingest", "--config", str(lake.config)], env=lake.env(),
+        self.proc = subprocess.Popen([loglake_bin(), command, "--config", str(lake.config)], env=lake.env(),
                                      stdout=self.log, stderr=subprocess.STDOUT)
 
     def tail(self, n=40):
         self.log.flush()
         return f"--- {self.log_path} ---\n" + "\n".join(self.log_path.read_text().splitlines()[-n:])
+
+    def stop(self, timeout=60):
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        finally:
+            self.log.close()
+        return code
+
+
+class Worker(Process):
+    """A `loglake ingest` process."""
+
+    def __init__(self, lake, name="w"):
+        super().__init__(lake, "ingest", name)
 
     def assert_alive(self):
         if self.proc.poll() is not None:
@@ -198,14 +215,6 @@ class Worker:
                 values[name] = float(value)
         return values
 
-    def stop(self, timeout=60):
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout)
-        finally:
-            self.log.close()
-        return code
-
     def kill(self):
         self.proc.kill()
         self.proc.wait()
@@ -220,6 +229,29 @@ def workers():
         if w.proc.poll() is None:
             w.proc.kill()
             w.proc.wait()
+
+
+class Server(Process):
+    """A `loglake serve` process on a free port."""
+
+    def __init__(self, lake, name="serve"):
+        import re
+        super().__init__(lake, "serve", name)
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            m = re.search(r"serving SQL over HTTP addr=(\S+)", self.log_path.read_text())
+            if m:
+                self.url = f"http://{m.group(1)}"
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise AssertionError("loglake serve did not start\n" + self.tail())
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def freeze(pid):

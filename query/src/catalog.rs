@@ -1,0 +1,307 @@
+//! The lake as a DataFusion schema: tables found lazily, kept open, brought up to date per
+//! query by reading only the commits that are new.
+//!
+//! **Invariant:** a query sees every commit that landed before it was planned. Each lookup of a
+//! table lists `_delta_log` from the version already held (one LIST request) and replays only
+//! the new commits; the open snapshot is reused, never rebuilt from the first commit.
+//!
+//! The `logs` view is every data table's common columns plus `topic`, for questions across
+//! topics; a topic that is itself named `logs` hides it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::datasource::{provider_as_source, TableType, ViewTable};
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown,
+};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::{col, lit};
+use deltalake::DeltaTable;
+use loglake_lake::{Lake, LakeError, TableInfo, REJECTED_SUFFIX};
+
+use crate::prune;
+
+/// The name of the cross-topic view.
+pub const LOGS_VIEW: &str = "logs";
+
+/// Columns every data table has, in the `logs` view's order (then `topic`).
+const LOGS_COLUMNS: [&str; 10] = [
+    "timestamp",
+    "level",
+    "message",
+    "attributes",
+    "_kafka_partition",
+    "_kafka_offset",
+    "_kafka_timestamp",
+    "host",
+    "date",
+    "hour",
+];
+
+/// A lookup of a name that is not a known table re-lists the lake at most this often.
+const RELIST_AFTER: Duration = Duration::from_secs(1);
+
+/// The lake's tables, opened on first use and shared by every query.
+#[derive(Debug)]
+pub struct LakeCatalog {
+    lake: Lake,
+    tables: RwLock<BTreeMap<String, Arc<Handle>>>,
+    listed_at: Mutex<Option<Instant>>,
+    relist: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug)]
+struct Handle {
+    info: TableInfo,
+    table: tokio::sync::Mutex<Option<DeltaTable>>,
+}
+
+/// A table as one query sees it: the provider, and the Delta version it reads.
+#[derive(Debug, Clone)]
+pub struct OpenTable {
+    pub info: TableInfo,
+    pub table: DeltaTable,
+    pub version: u64,
+}
+
+impl LakeCatalog {
+    pub fn new(lake: Lake) -> Arc<Self> {
+        Arc::new(Self {
+            lake,
+            tables: RwLock::new(BTreeMap::new()),
+            listed_at: Mutex::new(None),
+            relist: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn lake(&self) -> &Lake {
+        &self.lake
+    }
+
+    /// SQL names of the tables known so far (call [`LakeCatalog::list`] to look again).
+    pub fn known(&self) -> Vec<TableInfo> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.values().map(|h| h.info.clone()).collect()
+    }
+
+    /// Lists the lake's tables now (one LIST of the root, one per table directory).
+    pub async fn list(&self) -> Result<Vec<TableInfo>, LakeError> {
+        let _one_at_a_time = self.relist.lock().await;
+        let found = self.lake.list_tables().await?;
+        let mut tables = self.tables.write().unwrap_or_else(|e| e.into_inner());
+        for info in &found {
+            match tables.get(&info.sql_name) {
+                Some(h) if h.info.dir == info.dir => {}
+                Some(h) => {
+                    tracing::warn!(table = %info.dir, other = %h.info.dir, sql_name = %info.sql_name,
+                        "two tables share one SQL name; the first keeps it");
+                }
+                None => {
+                    tables.insert(
+                        info.sql_name.clone(),
+                        Arc::new(Handle {
+                            info: info.clone(),
+                            table: tokio::sync::Mutex::new(None),
+                        }),
+                    );
+                }
+            }
+        }
+        tables.retain(|_, h| found.iter().any(|f| f.dir == h.info.dir));
+        *self.listed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(tables.values().map(|h| h.info.clone()).collect())
+    }
+
+    fn handle(&self, sql_name: &str) -> Option<Arc<Handle>> {
+        let tables = self.tables.read().unwrap_or_else(|e| e.into_inner());
+        tables.get(sql_name).cloned()
+    }
+
+    /// The table called `sql_name`, up to date; `None` if the lake has no such table.
+    pub async fn open(&self, sql_name: &str) -> Result<Option<OpenTable>, LakeError> {
+        let handle = match self.handle(sql_name) {
+            Some(h) => h,
+            None => {
+                let recent = self
+                    .listed_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_some_and(|t| t.elapsed() < RELIST_AFTER);
+                if recent {
+                    return Ok(None);
+                }
+                self.list().await?;
+                match self.handle(sql_name) {
+                    Some(h) => h,
+                    None => return Ok(None),
+                }
+            }
+        };
+        let mut guard = handle.table.lock().await;
+        match guard.as_mut() {
+            Some(table) => table
+                .update_incremental(None)
+                .await
+                .map_err(|e| LakeError::delta(&handle.info.dir, e))?,
+            None => match self.lake.open_table(&handle.info.dir).await? {
+                Some(table) => *guard = Some(table),
+                None => return Ok(None),
+            },
+        }
+        let Some(table) = guard.as_ref() else {
+            return Ok(None);
+        };
+        Ok(Some(OpenTable {
+            info: handle.info.clone(),
+            version: table.version().unwrap_or_default(),
+            table: table.clone(),
+        }))
+    }
+
+    /// The DataFusion provider of a table: the Delta scan plus pruning from `timestamp`.
+    pub async fn provider(&self, sql_name: &str) -> DfResult<Option<Arc<LakeTable>>> {
+        let Some(open) = self.open(sql_name).await.map_err(external)? else {
+            return Ok(None);
+        };
+        let inner = open.table.table_provider().await?;
+        let schema = inner.schema();
+        let by_time = schema.column_with_name(prune::TIME_COLUMN).is_some()
+            && schema.column_with_name("hour").is_some()
+            && !open.info.dir.ends_with(REJECTED_SUFFIX);
+        Ok(Some(Arc::new(LakeTable {
+            inner,
+            by_time,
+            open,
+        })))
+    }
+
+    /// The `logs` view over every data table known after a fresh listing.
+    async fn logs_view(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        let infos = self.list().await.map_err(external)?;
+        let mut plan: Option<LogicalPlanBuilder> = None;
+        for info in infos.iter().filter(|i| !i.dir.ends_with(REJECTED_SUFFIX)) {
+            let Some(table) = self.provider(&info.sql_name).await? else {
+                continue;
+            };
+            let mut columns: Vec<Expr> = LOGS_COLUMNS.iter().map(|c| col(*c)).collect();
+            columns.push(lit(info.dir.clone()).alias("topic"));
+            let branch = LogicalPlanBuilder::scan(
+                info.sql_name.as_str(),
+                provider_as_source(table as Arc<dyn TableProvider>),
+                None,
+            )?
+            .project(columns)?;
+            plan = Some(match plan {
+                None => branch,
+                Some(p) => p.union(branch.build()?)?,
+            });
+        }
+        let Some(plan) = plan else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(ViewTable::new(plan.build()?, None))))
+    }
+}
+
+fn external(e: LakeError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// [`LakeCatalog`] as DataFusion's `public` schema.
+#[derive(Debug)]
+pub struct LakeSchema(pub Arc<LakeCatalog>);
+
+#[async_trait]
+impl SchemaProvider for LakeSchema {
+    fn table_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.0.known().into_iter().map(|t| t.sql_name).collect();
+        if !names.iter().any(|n| n == LOGS_VIEW) {
+            names.push(LOGS_VIEW.into());
+        }
+        names
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some(t) = self.0.provider(name).await? {
+            return Ok(Some(t as Arc<dyn TableProvider>));
+        }
+        if name == LOGS_VIEW {
+            return self.0.logs_view().await;
+        }
+        Ok(None)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name == LOGS_VIEW || self.0.handle(name).is_some()
+    }
+}
+
+/// A Delta table as one query reads it. Adds the `date`/`hour` predicates implied by
+/// predicates on `timestamp` (see [`prune`]) to the scan, so Delta skips whole hours.
+#[derive(Debug)]
+pub struct LakeTable {
+    inner: Arc<dyn TableProvider>,
+    by_time: bool,
+    pub open: OpenTable,
+}
+
+#[async_trait]
+impl TableProvider for LakeTable {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.inner.supports_filters_pushdown(filters)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !self.by_time {
+            return self.inner.scan(state, projection, filters, limit).await;
+        }
+        let mut all = filters.to_vec();
+        all.extend(prune::partition_filters(filters));
+        self.inner.scan(state, projection, &all, limit).await
+    }
+}
+
+/// The Delta tables (and versions) a plan reads, views included.
+pub fn tables_read(plan: &LogicalPlan) -> Vec<(String, u64)> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::datasource::source_as_provider;
+    let mut out = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Ok(provider) = source_as_provider(&scan.source) {
+                if let Some(t) = provider.downcast_ref::<LakeTable>() {
+                    out.push((t.open.info.dir.clone(), t.open.version));
+                } else if let Some(view) = provider.downcast_ref::<ViewTable>() {
+                    out.extend(tables_read(view.logical_plan()));
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    out.sort();
+    out.dedup();
+    out
+}
