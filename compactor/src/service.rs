@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use loglake_lake::Lake;
-use loglake_telemetry::write_metric;
+use loglake_telemetry::Scrape;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,93 +72,11 @@ impl CompactorMetrics {
         }
     }
 
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let c = |v: &AtomicU64| v.load(Relaxed) as f64;
-        let rows = [
-            (
-                "loglake_compactor_passes_total",
-                "counter",
-                "Passes run.",
-                c(&self.passes),
-            ),
-            (
-                "loglake_compactor_pass_failures_total",
-                "counter",
-                "Passes that failed (some table could not be done).",
-                c(&self.pass_failures),
-            ),
-            (
-                "loglake_compactor_partitions_merged_total",
-                "counter",
-                "(host, date, hour) merges committed.",
-                c(&self.partitions_merged),
-            ),
-            (
-                "loglake_compactor_files_in_total",
-                "counter",
-                "Small files merged away.",
-                c(&self.files_in),
-            ),
-            (
-                "loglake_compactor_files_out_total",
-                "counter",
-                "Files written by merges.",
-                c(&self.files_out),
-            ),
-            (
-                "loglake_compactor_bytes_in_total",
-                "counter",
-                "Bytes of the files merged away.",
-                c(&self.bytes_in),
-            ),
-            (
-                "loglake_compactor_bytes_out_total",
-                "counter",
-                "Bytes of the files merges wrote.",
-                c(&self.bytes_out),
-            ),
-            (
-                "loglake_compactor_rows_total",
-                "counter",
-                "Rows rewritten by merges.",
-                c(&self.rows),
-            ),
-            (
-                "loglake_compactor_expired_files_total",
-                "counter",
-                "Files removed by retention.",
-                c(&self.expired_files),
-            ),
-            (
-                "loglake_compactor_vacuumed_files_total",
-                "counter",
-                "Files deleted from the store by vacuum.",
-                c(&self.vacuumed_files),
-            ),
-            (
-                "loglake_compactor_live_files",
-                "gauge",
-                "Live data files over every table after the last pass.",
-                c(&self.live_files),
-            ),
-            (
-                "loglake_compactor_last_success_timestamp_seconds",
-                "gauge",
-                "Unix time of the last successful pass.",
-                c(&self.last_success_unix),
-            ),
-            (
-                "loglake_compactor_last_pass_seconds",
-                "gauge",
-                "Duration of the last successful pass.",
-                c(&self.last_pass_seconds_ms) / 1e3,
-            ),
-        ];
-        for (name, kind, help, value) in rows {
-            write_metric(&mut out, name, kind, help, value);
-        }
-        out
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        loglake_telemetry::render(&registry)
     }
 
     /// Unhealthy after three failed passes in a row.
@@ -165,6 +85,74 @@ impl CompactorMetrics {
             n if n >= 3 => Err(format!("{n} passes in a row failed")),
             _ => Ok(()),
         }
+    }
+}
+
+impl Collector for CompactorMetrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut m = Scrape(encoder);
+        let c = |v: &AtomicU64| v.load(Relaxed);
+        m.counter("loglake_compactor_passes", "Passes run.", c(&self.passes))?;
+        m.counter(
+            "loglake_compactor_pass_failures",
+            "Passes that failed (some table could not be done).",
+            c(&self.pass_failures),
+        )?;
+        m.counter(
+            "loglake_compactor_partitions_merged",
+            "(host, date, hour) merges committed.",
+            c(&self.partitions_merged),
+        )?;
+        m.counter(
+            "loglake_compactor_files_in",
+            "Small files merged away.",
+            c(&self.files_in),
+        )?;
+        m.counter(
+            "loglake_compactor_files_out",
+            "Files written by merges.",
+            c(&self.files_out),
+        )?;
+        m.counter(
+            "loglake_compactor_bytes_in",
+            "Bytes of the files merged away.",
+            c(&self.bytes_in),
+        )?;
+        m.counter(
+            "loglake_compactor_bytes_out",
+            "Bytes of the files merges wrote.",
+            c(&self.bytes_out),
+        )?;
+        m.counter(
+            "loglake_compactor_rows",
+            "Rows rewritten by merges.",
+            c(&self.rows),
+        )?;
+        m.counter(
+            "loglake_compactor_expired_files",
+            "Files removed by retention.",
+            c(&self.expired_files),
+        )?;
+        m.counter(
+            "loglake_compactor_vacuumed_files",
+            "Files deleted from the store by vacuum.",
+            c(&self.vacuumed_files),
+        )?;
+        m.gauge(
+            "loglake_compactor_live_files",
+            "Live data files over every table after the last pass.",
+            c(&self.live_files) as f64,
+        )?;
+        m.gauge(
+            "loglake_compactor_last_success_timestamp_seconds",
+            "Unix time of the last successful pass.",
+            c(&self.last_success_unix) as f64,
+        )?;
+        m.gauge(
+            "loglake_compactor_last_pass_seconds",
+            "Duration of the last successful pass.",
+            c(&self.last_pass_seconds_ms) as f64 / 1e3,
+        )
     }
 }
 

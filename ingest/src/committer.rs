@@ -137,7 +137,7 @@ impl Worker {
         Metrics::add(&m.files_written, files as u64);
         Metrics::add(&m.bytes_written, file_bytes.max(0) as u64);
         Metrics::add(&m.commits, 1);
-        Metrics::add(&m.commit_seconds_sum_us, elapsed.as_micros() as u64);
+        m.commit_seconds.0.observe(elapsed.as_secs_f64());
         let now = now_ms();
         m.last_commit_unix_ms.store(now, Relaxed);
         if let Some(newest) = progress.values().filter_map(|p| p.newest_kafka_ms).max() {

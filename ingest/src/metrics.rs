@@ -1,12 +1,16 @@
 //! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use loglake_telemetry::Scrape;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::IngestError;
@@ -25,7 +29,7 @@ pub struct Metrics {
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
     pub commit_conflicts: AtomicU64,
-    pub commit_seconds_sum_us: AtomicU64,
+    pub commit_seconds: CommitSeconds,
     pub buffered_bytes: AtomicI64,
     /// Seconds between a committed record's Kafka timestamp and its commit, for the newest
     /// record of the last commit: how far the archive trails the source.
@@ -61,129 +65,11 @@ impl Metrics {
     }
 
     /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        counter(
-            "loglake_ingest_records_total",
-            "Kafka records consumed.",
-            self.records_in.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_bytes_total",
-            "Payload bytes consumed.",
-            self.bytes_in.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_rows_written_total",
-            "Rows committed to data tables.",
-            self.rows_written.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_files_written_total",
-            "Parquet files committed.",
-            self.files_written.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_file_bytes_written_total",
-            "Parquet bytes committed.",
-            self.bytes_written.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_quarantined_total",
-            "Records committed to quarantine tables.",
-            self.quarantined.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_skipped_total",
-            "Records skipped because a commit already holds them.",
-            self.skipped_already_committed.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_commits_total",
-            "Delta commits.",
-            self.commits.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_commit_failures_total",
-            "Flushes that failed and will be retried.",
-            self.commit_failures.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_commit_conflicts_total",
-            "Commits refused because another writer owned the partition.",
-            self.commit_conflicts.load(Relaxed),
-        );
-        counter(
-            "loglake_ingest_undecodable_batches_total",
-            "Record batches that could never be decoded, quarantined as undecodable_batch.",
-            self.undecodable_batches.load(Relaxed),
-        );
-        let sum = self.commit_seconds_sum_us.load(Relaxed) as f64 / 1e6;
-        let count = self.commits.load(Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP loglake_ingest_commit_seconds Time to write files and commit.\n# TYPE loglake_ingest_commit_seconds summary\nloglake_ingest_commit_seconds_sum {sum}\nloglake_ingest_commit_seconds_count {count}"
-        );
-        let mut gauge = |name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            "loglake_ingest_buffered_bytes",
-            "Bytes held in buffers, against the memory budget.",
-            self.buffered_bytes.load(Relaxed) as f64,
-        );
-        gauge(
-            "loglake_ingest_freshness_seconds",
-            "Kafka time to commit time of the newest record of the last commit.",
-            self.freshness_ms.load(Relaxed) as f64 / 1e3,
-        );
-        gauge(
-            "loglake_ingest_last_commit_timestamp_seconds",
-            "Unix time of the last commit.",
-            self.last_commit_unix_ms.load(Relaxed) as f64 / 1e3,
-        );
-        let _ = writeln!(out, "# HELP loglake_ingest_consumer_errors_total Errors librdkafka reported while consuming, by code.\n# TYPE loglake_ingest_consumer_errors_total counter");
-        for (code, n) in self.consumer_errors.lock().expect("errors map").iter() {
-            let _ = writeln!(
-                out,
-                "loglake_ingest_consumer_errors_total{{code=\"{}\"}} {n}",
-                label(code)
-            );
-        }
-        let gauges = self
-            .fetch
-            .lock()
-            .expect("fetch tracker")
-            .gauges(Instant::now(), self.stall_after());
-        let _ = writeln!(out, "# HELP loglake_ingest_partition_stalled 1 while the partition's fetch position has not moved for ingest.stall_after although the broker holds records past it.\n# TYPE loglake_ingest_partition_stalled gauge");
-        for (topic, partition, stalled, _) in &gauges {
-            let _ = writeln!(
-                out,
-                "loglake_ingest_partition_stalled{{topic=\"{topic}\",partition=\"{partition}\"}} {}",
-                u8::from(*stalled)
-            );
-        }
-        let _ = writeln!(out, "# HELP loglake_ingest_partition_stalls_total Times the partition was found stalled.\n# TYPE loglake_ingest_partition_stalls_total counter");
-        for (topic, partition, _, episodes) in &gauges {
-            let _ = writeln!(
-                out,
-                "loglake_ingest_partition_stalls_total{{topic=\"{topic}\",partition=\"{partition}\"}} {episodes}"
-            );
-        }
-        let _ = writeln!(out, "# HELP loglake_ingest_consumer_lag Records behind the partition end (from librdkafka statistics).\n# TYPE loglake_ingest_consumer_lag gauge");
-        for ((topic, partition), lag) in self.lag.lock().expect("lag map").iter() {
-            let _ = writeln!(
-                out,
-                "loglake_ingest_consumer_lag{{topic=\"{topic}\",partition=\"{partition}\"}} {lag}"
-            );
-        }
-        out
+    /// The metrics in the OpenMetrics text format.
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Arc::clone(self)));
+        loglake_telemetry::render(&registry)
     }
 
     /// Healthy while the main loop turns and flushes succeed.
@@ -228,11 +114,149 @@ impl Metrics {
     }
 }
 
-/// A label value as Prometheus text wants it: backslash, quote and newline escaped.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Collector for Metrics {
+    fn encode(&self, encoder: DescriptorEncoder) -> std::fmt::Result {
+        let mut m = Scrape(encoder);
+        let c = |v: &AtomicU64| v.load(Relaxed);
+        m.counter(
+            "loglake_ingest_records",
+            "Kafka records consumed.",
+            c(&self.records_in),
+        )?;
+        m.counter(
+            "loglake_ingest_bytes",
+            "Payload bytes consumed.",
+            c(&self.bytes_in),
+        )?;
+        m.counter(
+            "loglake_ingest_rows_written",
+            "Rows committed to data tables.",
+            c(&self.rows_written),
+        )?;
+        m.counter(
+            "loglake_ingest_files_written",
+            "Parquet files committed.",
+            c(&self.files_written),
+        )?;
+        m.counter(
+            "loglake_ingest_file_bytes_written",
+            "Parquet bytes committed.",
+            c(&self.bytes_written),
+        )?;
+        m.counter(
+            "loglake_ingest_quarantined",
+            "Records committed to quarantine tables.",
+            c(&self.quarantined),
+        )?;
+        m.counter(
+            "loglake_ingest_skipped",
+            "Records skipped because a commit already holds them.",
+            c(&self.skipped_already_committed),
+        )?;
+        m.counter("loglake_ingest_commits", "Delta commits.", c(&self.commits))?;
+        m.counter(
+            "loglake_ingest_commit_failures",
+            "Flushes that failed and will be retried.",
+            c(&self.commit_failures),
+        )?;
+        m.counter(
+            "loglake_ingest_commit_conflicts",
+            "Commits refused because another writer owned the partition.",
+            c(&self.commit_conflicts),
+        )?;
+        m.counter(
+            "loglake_ingest_undecodable_batches",
+            "Record batches that could never be decoded, quarantined as undecodable_batch.",
+            c(&self.undecodable_batches),
+        )?;
+        m.metric(
+            "loglake_ingest_commit_seconds",
+            "Time to write files and commit.",
+            &self.commit_seconds.0,
+        )?;
+        m.gauge(
+            "loglake_ingest_buffered_bytes",
+            "Bytes held in buffers, against the memory budget.",
+            self.buffered_bytes.load(Relaxed) as f64,
+        )?;
+        m.gauge(
+            "loglake_ingest_freshness_seconds",
+            "Kafka time to commit time of the newest record of the last commit.",
+            self.freshness_ms.load(Relaxed) as f64 / 1e3,
+        )?;
+        m.gauge(
+            "loglake_ingest_last_commit_timestamp_seconds",
+            "Unix time of the last commit.",
+            self.last_commit_unix_ms.load(Relaxed) as f64 / 1e3,
+        )?;
+        let errors: Vec<(String, u64)> = self
+            .consumer_errors
+            .lock()
+            .expect("errors map")
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        m.family(
+            "loglake_ingest_consumer_errors",
+            "Errors librdkafka reported while consuming, by code.",
+            MetricType::Counter,
+            errors
+                .iter()
+                .map(|(code, n)| ([("code", code.as_str())], *n as f64)),
+        )?;
+        let gauges = self
+            .fetch
+            .lock()
+            .expect("fetch tracker")
+            .gauges(Instant::now(), self.stall_after());
+        let partitions: Vec<String> = gauges.iter().map(|g| g.1.to_string()).collect();
+        let labels = |i: usize| {
+            [
+                ("topic", gauges[i].0.as_str()),
+                ("partition", partitions[i].as_str()),
+            ]
+        };
+        m.family(
+            "loglake_ingest_partition_stalled",
+            "1 while the partition's fetch position has not moved for ingest.stall_after although the broker holds records past it.",
+            MetricType::Gauge,
+            (0..gauges.len()).map(|i| (labels(i), f64::from(u8::from(gauges[i].2)))),
+        )?;
+        m.family(
+            "loglake_ingest_partition_stalls",
+            "Times the partition was found stalled.",
+            MetricType::Counter,
+            (0..gauges.len()).map(|i| (labels(i), gauges[i].3 as f64)),
+        )?;
+        let lag: Vec<(String, String, i64)> = self
+            .lag
+            .lock()
+            .expect("lag map")
+            .iter()
+            .map(|((t, p), l)| (t.clone(), p.to_string(), *l))
+            .collect();
+        m.family(
+            "loglake_ingest_consumer_lag",
+            "Records behind the partition end (from librdkafka statistics).",
+            MetricType::Gauge,
+            lag.iter().map(|(t, p, l)| {
+                (
+                    [("topic", t.as_str()), ("partition", p.as_str())],
+                    *l as f64,
+                )
+            }),
+        )
+    }
+}
+
+/// Commit durations: 5 ms to ~80 s.
+#[derive(Debug)]
+pub struct CommitSeconds(pub Histogram);
+
+impl Default for CommitSeconds {
+    fn default() -> Self {
+        Self(Histogram::new(exponential_buckets(0.005, 2.0, 15)))
+    }
 }
 
 /// Serves `/metrics` and `/healthz` until `shutdown`; returns the bound address.
@@ -263,7 +287,7 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         Metrics::add(&m.records_in, 3);
         m.lag.lock().unwrap().insert(("t".into(), 1), 7);
         let text = m.render();
@@ -274,7 +298,7 @@ mod tests {
     #[test]
     fn a_stalled_partition_shows_in_metrics_and_fails_healthz() {
         use crate::stall::FetchSample;
-        let m = Metrics::default();
+        let m = Arc::new(Metrics::default());
         m.heartbeat_unix_ms.store(now_ms(), Relaxed);
         m.stall_after_ms.store(1_000, Relaxed);
         m.stall_unhealthy_after_ms.store(2_000, Relaxed);

@@ -1,7 +1,9 @@
 //! The `/metrics` + `/healthz` endpoint every loglake service serves.
 //!
-//! A service hands over two functions: one that renders its metrics in the Prometheus text
-//! format, one that says whether it is healthy (and why not). This crate owns the HTTP side
+//! Every service declares its metrics with `prometheus-client` (a registry of metric objects,
+//! or a `Collector` that reads the service's state at scrape time through [`Scrape`]) and
+//! hands over two functions: one that renders them ([`render`]), one that says whether it is
+//! healthy (and why not). This crate owns the HTTP side
 //! (hyper, one task per connection, stopped by a cancellation token); it knows nothing of what
 //! is measured.
 //!
@@ -28,6 +30,11 @@ use std::sync::Arc;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Request, Response, StatusCode};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -78,7 +85,11 @@ pub async fn serve(
 
 fn respond<B>(req: &Request<B>, render: &Render, health: &Health) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", render()),
+        "/metrics" => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            render(),
+        ),
         "/healthz" => match health() {
             Ok(()) => (StatusCode::OK, "text/plain", "ok\n".to_string()),
             Err(why) => (
@@ -100,11 +111,69 @@ fn respond<B>(req: &Request<B>, render: &Render, health: &Health) -> Response<Fu
         .expect("static response parts are valid")
 }
 
-/// Appends one metric's `# HELP`/`# TYPE` header and unlabelled sample.
-pub fn write_metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(
-        out,
-        "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
-    );
+/// Renders a registry in the OpenMetrics text format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, registry) {
+        tracing::warn!(error = %e, "could not encode metrics");
+    }
+    out
+}
+
+/// Writes metrics read from a service's state at scrape time, for a
+/// [`prometheus_client::collector::Collector`]. Names are given without the `_total` that
+/// counters get on the wire.
+#[derive(Debug)]
+pub struct Scrape<'a>(pub DescriptorEncoder<'a>);
+
+impl Scrape<'_> {
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) -> std::fmt::Result {
+        ConstCounter::new(value).encode(self.0.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Counter,
+        )?)
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: f64) -> std::fmt::Result {
+        ConstGauge::new(value).encode(self.0.encode_descriptor(
+            name,
+            help,
+            None,
+            MetricType::Gauge,
+        )?)
+    }
+
+    /// A labelled family: one sample per `(labels, value)`.
+    pub fn family<'l, L: EncodeLabelSet + 'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: MetricType,
+        samples: impl IntoIterator<Item = (L, f64)>,
+    ) -> std::fmt::Result {
+        let mut family = self.0.encode_descriptor(name, help, None, kind)?;
+        for (labels, value) in samples {
+            let sample = family.encode_family(&labels)?;
+            match kind {
+                MetricType::Counter => ConstCounter::new(value).encode(sample)?,
+                _ => ConstGauge::new(value).encode(sample)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Any prometheus-client metric (a histogram, say) kept in the service's state.
+    pub fn metric(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: &impl EncodeMetric,
+    ) -> std::fmt::Result {
+        metric.encode(
+            self.0
+                .encode_descriptor(name, help, None, metric.metric_type())?,
+        )
+    }
 }
