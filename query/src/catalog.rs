@@ -47,6 +47,9 @@ const LOGS_COLUMNS: [&str; 10] = [
 /// A lookup of a name that is not a known table re-lists the lake at most this often.
 const RELIST_AFTER: Duration = Duration::from_secs(1);
 
+/// The `logs` view re-lists the lake (to include new topics) at most this often.
+const LOGS_RELIST_AFTER: Duration = Duration::from_secs(10);
+
 /// The lake's tables, opened on first use and shared by every query.
 #[derive(Debug)]
 pub struct LakeCatalog {
@@ -181,9 +184,19 @@ impl LakeCatalog {
         })))
     }
 
-    /// The `logs` view over every data table known after a fresh listing.
+    /// The `logs` view over every data table (the lake is listed again when the last listing
+    /// is older than [`LOGS_RELIST_AFTER`]: a listing costs one request per table).
     async fn logs_view(&self) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let infos = self.list().await.map_err(external)?;
+        let fresh = self
+            .listed_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|t| t.elapsed() < LOGS_RELIST_AFTER);
+        let infos = if fresh {
+            self.known()
+        } else {
+            self.list().await.map_err(external)?
+        };
         let mut plan: Option<LogicalPlanBuilder> = None;
         for info in infos.iter().filter(|i| !i.dir.ends_with(REJECTED_SUFFIX)) {
             let Some(table) = self.provider(&info.sql_name).await? else {

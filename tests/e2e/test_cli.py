@@ -47,6 +47,50 @@ def test_bad_sql_is_a_clear_error(tmp_path):
     assert r.returncode == 0 and r.stdout.split() == ["answer", "42"]
 
 
+def test_query_reads_stdin_streams_every_format_and_writes_files(tmp_path):
+    import io
+    import json
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = tmp_path / "q.toml"
+    path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n')
+    sql = "SELECT v, v % 3 AS m FROM generate_series(1, 20000) AS t(v)"
+    r = subprocess.run([loglake_bin(), "query", "--config", str(path), "--format", "ndjson"], input=sql,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sorted(json.loads(x)["v"] for x in lines) == list(range(1, 20001))
+    r = subprocess.run([loglake_bin(), "query", "--config", str(path), "--format", "arrow", sql],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0 and pa.ipc.open_stream(io.BytesIO(r.stdout)).read_all().num_rows == 20000
+    out = tmp_path / "answer.parquet"
+    r = run(["query", "--config", str(path), "--format", "parquet", "--output", str(out), sql])
+    assert r.returncode == 0 and r.stdout == ""
+    assert sorted(pq.read_table(out).column("v").to_pylist()) == list(range(1, 20001))
+    r = run(["query", "--config", str(path), "--format", "json", "SELECT 1 AS a, NULL AS b"])
+    assert json.loads(r.stdout) == [{"a": 1, "b": None}]
+    # A failure part-way: non-zero exit and the reason, whatever was printed before.
+    r = run(["query", "--config", str(path), "--format", "csv",
+             "SELECT CAST(CASE WHEN v > 15000 THEN 'x' ELSE '1' END AS INT) FROM generate_series(1, 20000) AS t(v)"])
+    assert r.returncode != 0 and "Cannot cast" in r.stderr, r.stderr[-500:]
+
+
+def test_serve_refuses_an_exposed_address_without_tokens_and_reports_bad_settings(tmp_path):
+    path = tmp_path / "s.toml"
+    for section, needle in [('http_listen = "0.0.0.0:0"', "serve.tokens"),
+                            ('http_listen = "localhost"', "serve.http_listen"),
+                            ('max_concurrent_queries = 0', "max_concurrent_queries"),
+                            ('memory_per_query = "lots"', "serve.memory_per_query"),
+                            ('tokenz = ["x"]', "tokenz")]:
+        path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n[serve]\n{section}\n')
+        r = run(["serve", "--config", str(path)])
+        assert r.returncode != 0 and needle in r.stderr, (section, r.stderr)
+    env = {"LOGLAKE_SERVE_TOKENS": "a-secret-token", "PATH": "/usr/bin:/bin"}
+    path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n[serve]\nhttp_listen = "0.0.0.0:0"\nquery_timeout = "0s"\n')
+    r = run(["serve", "--config", str(path)], env=env)
+    assert r.returncode != 0 and "query_timeout" in r.stderr and "a-secret-token" not in r.stderr
+
+
 def test_sigterm_commits_what_is_buffered_and_metrics_tell(stack, tmp_path, workers):
     topic = f"term-{uuid.uuid4().hex[:6]}"
     create_topic(stack, topic, 2)
