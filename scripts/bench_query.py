@@ -117,8 +117,8 @@ def main():
     duck = duckdb.connect()
     for t in ["day_logs", "db_logs", "month_logs"]:
         duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/**/*.parquet', hive_partitioning = true)")
-    duck.execute("CREATE VIEW logs AS SELECT *, 'day_logs' AS topic FROM day_logs UNION ALL "
-                 "SELECT *, 'db_logs' AS topic FROM db_logs")
+    duck.execute("CREATE VIEW logs AS " + " UNION ALL ".join(
+        f"SELECT *, '{t}' AS topic FROM {t}" for t in ["day_logs", "db_logs", "month_logs"]))
     hour = "timestamp >= '2026-02-01T13:00:00Z' AND timestamp < '2026-02-01T14:00:00Z'"
     queries = [
         ("count per level per hour, one day",
@@ -136,14 +136,16 @@ def main():
     rows = []
     for name, sql in queries:
         a = server.query(sql)
-        b = duck.execute(sql).fetchall()
-        if a["row_count"] != len(b):
-            print(f"warning: {name}: loglake {a['row_count']} rows, DuckDB {len(b)}")
+        b = duck.execute(sql).to_arrow_table()
+        if a["row_count"] != b.num_rows:
+            print(f"warning: {name}: loglake {a['row_count']} rows, DuckDB {b.num_rows}")
         ours = median_time(lambda: server.query(sql))
-        peer = median_time(lambda: duck.execute(sql).fetchall())
+        peer = median_time(lambda: duck.execute(sql).to_arrow_table())
         rows.append((name, ours, peer))
         print(json.dumps({"query": name, "loglake_s": round(ours, 4), "duckdb_s": round(peer, 4),
                           "ratio": round(ours / peer, 2), "rows": a["row_count"]}), flush=True)
+    fixed = median_time(lambda: server.query("SELECT 1"))
+    print(json.dumps({"query": "SELECT 1 (fixed cost of a request)", "loglake_s": round(fixed, 4)}), flush=True)
     one = f"SELECT level, count(*) AS n FROM {{t}} WHERE host = 'host-03' AND {hour} GROUP BY level"
     day = median_time(lambda: server.query(one.format(t="day_logs")))
     month = median_time(lambda: server.query(one.format(t="month_logs")))
