@@ -24,6 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::{col, lit};
 use deltalake::DeltaTable;
 use loglake_lake::{Lake, LakeError, TableInfo, REJECTED_SUFFIX};
+use loglake_schemas::PARTITION_COLUMNS;
 
 use crate::prune;
 
@@ -288,12 +289,29 @@ impl TableProvider for LakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if !self.by_time {
+        let derived = if self.by_time {
+            prune::partition_filters(filters)
+        } else {
+            Vec::new()
+        };
+        if derived.is_empty() {
             return self.inner.scan(state, projection, filters, limit).await;
         }
-        let mut all = filters.to_vec();
-        all.extend(prune::partition_filters(filters));
-        self.inner.scan(state, projection, &all, limit).await
+        // A time-bounded query: Delta skips files by partition values alone (cheap: no stats
+        // evaluated over every file of the table). Filters on other columns are Inexact, so
+        // DataFusion applies them after the scan anyway (and its filter pushdown hands them
+        // to the Parquet reader for row-group pruning).
+        let mut kept: Vec<Expr> = filters
+            .iter()
+            .filter(|f| {
+                f.column_refs()
+                    .iter()
+                    .all(|c| PARTITION_COLUMNS.contains(&c.name.as_str()))
+            })
+            .cloned()
+            .collect();
+        kept.extend(derived);
+        self.inner.scan(state, projection, &kept, limit).await
     }
 }
 

@@ -93,8 +93,11 @@ fn collect_bounds(expr: &Expr, out: &mut Vec<Bound>) {
                         out.push(Bound::From(t));
                         out.push(Bound::Until(t));
                     }
-                    Operator::Gt | Operator::GtEq => out.push(Bound::From(t)),
-                    Operator::Lt | Operator::LtEq => out.push(Bound::Until(t)),
+                    // Strict bounds exclude `t` itself: `timestamp < 06:00` ends in hour 05.
+                    Operator::Gt => out.push(Bound::From(t.saturating_add(1))),
+                    Operator::GtEq => out.push(Bound::From(t)),
+                    Operator::Lt => out.push(Bound::Until(t.saturating_sub(1))),
+                    Operator::LtEq => out.push(Bound::Until(t)),
                     _ => {}
                 }
             }
@@ -209,6 +212,17 @@ mod tests {
         let got = shown(&[col("timestamp").gt(ts(T)), cast.gt_eq(ns)]);
         assert_eq!(got[0], "date >= Utf8(\"2026-01-02\")");
         assert!(got[1].ends_with("hour >= Utf8(\"05\")"), "{got:?}");
+    }
+
+    #[test]
+    fn a_strict_bound_on_the_hour_leaves_the_next_hour_out() {
+        let six = 1_767_333_600_000_000; // 2026-01-02T06:00:00Z
+        let got = shown(&[col("timestamp").lt(ts(six))]);
+        assert!(got[1].ends_with("hour <= Utf8(\"05\")"), "{got:?}");
+        let got = shown(&[col("timestamp").lt_eq(ts(six))]);
+        assert!(got[1].ends_with("hour <= Utf8(\"06\")"), "{got:?}");
+        let got = shown(&[col("timestamp").gt(ts(six - 1))]);
+        assert!(got[1].ends_with("hour >= Utf8(\"06\")"), "{got:?}");
     }
 
     #[test]
