@@ -298,9 +298,8 @@ impl TableProvider for LakeTable {
             return self.inner.scan(state, projection, filters, limit).await;
         }
         // A time-bounded query: Delta skips files by partition values alone (cheap: no stats
-        // evaluated over every file of the table). Filters on other columns are Inexact, so
-        // DataFusion applies them after the scan anyway (and its filter pushdown hands them
-        // to the Parquet reader for row-group pruning).
+        // evaluated over every file of the table). Filters on other columns are Inexact for
+        // delta-rs, so DataFusion applies them after the scan anyway.
         let mut kept: Vec<Expr> = filters
             .iter()
             .filter(|f| {
