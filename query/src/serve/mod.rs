@@ -6,6 +6,8 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod sql;
+pub mod tables;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
