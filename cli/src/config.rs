@@ -243,6 +243,7 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         "serve.cors_origins",
         Kind::List,
     ),
+    ("LOGLAKE_SERVE_LATE_GRACE", "serve.late_grace", Kind::Str),
     (
         "LOGLAKE_SERVE_QUERY_THREADS",
         "serve.query_threads",

@@ -17,6 +17,8 @@ pub struct Progress {
     pub last: i64,
     /// Newest Kafka timestamp (ms) among them, for the freshness metric.
     pub newest_kafka_ms: Option<i64>,
+    /// Newest event time (µs) among the rows they became, for `complete_through`.
+    pub newest_event_us: Option<i64>,
 }
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -77,16 +79,25 @@ impl TopicBuffer {
         self.oldest
     }
 
-    /// Records the read of `offset` (whatever became of the record).
-    pub fn note_offset(&mut self, partition: i32, offset: i64, kafka_ms: Option<i64>) {
+    /// Records the read of `offset` (whatever became of the record); `event_us` is the event
+    /// time of the row it became, if it became one.
+    pub fn note_offset(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        kafka_ms: Option<i64>,
+        event_us: Option<i64>,
+    ) {
         self.oldest.get_or_insert_with(Instant::now);
         let entry = self.progress.entry(partition).or_insert(Progress {
             first: offset,
             last: offset,
             newest_kafka_ms: None,
+            newest_event_us: None,
         });
         entry.last = entry.last.max(offset);
         entry.newest_kafka_ms = entry.newest_kafka_ms.max(kafka_ms);
+        entry.newest_event_us = entry.newest_event_us.max(event_us);
     }
 
     /// Buffers a row; returns the bytes now held for its (host, date, hour).
@@ -238,7 +249,7 @@ mod tests {
         {
             let payload = format!(r#"{{"host":"{host}","ts":{ts}}}"#);
             buf.push_row(&row(&mapper, i as i64, payload.as_bytes()));
-            buf.note_offset(0, i as i64, Some(1));
+            buf.note_offset(0, i as i64, Some(1), Some(i as i64));
         }
         let batches = buf.data_batches().unwrap();
         assert_eq!(batches.len(), 3, "a/03, a/05, b/03");
@@ -254,7 +265,8 @@ mod tests {
             Progress {
                 first: 0,
                 last: 3,
-                newest_kafka_ms: Some(1)
+                newest_kafka_ms: Some(1),
+                newest_event_us: Some(3)
             }
         );
         // A retry sees the same data.

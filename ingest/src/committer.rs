@@ -1,5 +1,7 @@
 //! One flush cycle of one topic: quarantined records first, then the rows, each a single
-//! Delta commit carrying one `txn` per Kafka partition; then the advisory Kafka commit.
+//! Delta commit carrying one `txn` per Kafka partition (the last offset covered); then the
+//! advisory Kafka commit. The data commit also carries each partition's newest event time as a
+//! second `txn` (see `loglake_lake::progress`), from which readers derive `complete_through`.
 //!
 //! **Invariant:** every bad record at or below the data table's `txn(p)` is in the quarantine
 //! table (its commit comes first), so a restart resumes at `txn(p) + 1` of the data table and
@@ -19,7 +21,7 @@ use serde_json::json;
 use crate::consumer::Consumer;
 use crate::error::IngestError;
 use crate::metrics::{now_ms, Metrics};
-use crate::worker::{app_id, Worker};
+use crate::worker::{app_id, event_time_app_id, Worker};
 
 fn metadata(records: usize) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
@@ -101,15 +103,32 @@ impl Worker {
         let batches = state.buffer.data_batches().map_err(arrow_err)?;
         let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
         refresh(&mut state.table).await?;
-        let txns: Vec<TxnUpdate> = progress
+        let partition = |p: i32| self.partitions.get(&(topic.to_string(), p));
+        let mut txns: Vec<TxnUpdate> = progress
             .iter()
             .map(|(p, prog)| TxnUpdate {
                 app_id: app_id(&self.kafka.group_id, *p),
-                expected: self
-                    .partitions
-                    .get(&(topic.to_string(), *p))
-                    .and_then(|s| s.committed),
+                expected: partition(*p).and_then(|s| s.committed),
                 version: prog.last,
+            })
+            .collect();
+        // Each partition's newest event time, for readers' `complete_through`: it never moves
+        // back, and a record stamped in the future moves it no further than now.
+        let wall_ms = now_ms();
+        let event_times: Vec<(i32, i64)> = progress
+            .iter()
+            .filter_map(|(p, prog)| {
+                let newest = prog.newest_event_us?.div_euclid(1000).min(wall_ms);
+                let before = partition(*p).and_then(|s| s.event_time);
+                let version = before.map_or(newest, |b| b.max(newest));
+                (Some(version) != before).then(|| {
+                    txns.push(TxnUpdate {
+                        app_id: event_time_app_id(&self.kafka.group_id, *p),
+                        expected: before,
+                        version,
+                    });
+                    (*p, version)
+                })
             })
             .collect();
         let adds = if batches.is_empty() {
@@ -154,11 +173,15 @@ impl Worker {
         );
 
         let mut offsets = TopicPartitionList::new();
-        for (p, t) in progress.keys().zip(&txns) {
-            let p = *p;
+        for (&p, prog) in &progress {
             if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
-                s.committed = Some(t.version);
-                let _ = offsets.add_partition_offset(topic, p, Offset::Offset(t.version + 1));
+                s.committed = Some(prog.last);
+                let _ = offsets.add_partition_offset(topic, p, Offset::Offset(prog.last + 1));
+            }
+        }
+        for (p, version) in event_times {
+            if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
+                s.event_time = Some(version);
             }
         }
         // Advisory only (lag tooling); the Delta txn is the source of truth.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
+use loglake_lake::progress::all_txns;
 use loglake_lake::{commit, Lake, REJECTED_SUFFIX};
 use loglake_schemas::{
     table_arrow_schema, Mapper, RawRecord, RejectedRecord, Rejection, RejectionKind, SchemaSet,
@@ -42,6 +43,8 @@ pub(crate) struct PartitionState {
     pub committed_rejected: Option<i64>,
     /// Next offset to accept; `None` while the partition awaits its seek.
     pub next: Option<i64>,
+    /// `txn` version of the partition's newest archived event time (ms), in the data table.
+    pub event_time: Option<i64>,
 }
 
 pub(crate) struct Worker {
@@ -81,9 +84,7 @@ pub(crate) struct ProbeOutcome {
     verdict: Result<(i64, String), String>,
 }
 
-pub(crate) fn app_id(group_id: &str, partition: i32) -> String {
-    format!("loglake:{group_id}:{partition}")
-}
+pub(crate) use loglake_lake::progress::{event_time_app_id, offset_app_id as app_id};
 
 fn now_us() -> i64 {
     now_ms() * 1000
@@ -203,8 +204,10 @@ impl Worker {
             received_at_us,
         };
         let buffer = &mut topic_state.buffer;
+        let mut event_us = None;
         match buffer.mapper().map(&raw) {
             Ok(row) => {
+                event_us = Some(row.timestamp_us);
                 let part_bytes = buffer.push_row(&row);
                 if part_bytes as f64 * topic_state.ratio
                     >= self.config.max_file_size.as_u64() as f64
@@ -230,7 +233,7 @@ impl Worker {
             // Quarantined by an earlier commit that the data table has not caught up with.
             Err(_) => Metrics::add(&self.metrics.skipped_already_committed, 1),
         }
-        buffer.note_offset(partition, offset, kafka_timestamp_ms);
+        buffer.note_offset(partition, offset, kafka_timestamp_ms, event_us);
     }
 
     /// Opens (creating on first use) a topic's tables.
@@ -300,13 +303,19 @@ impl Worker {
         if let Some(t) = state.rejected_table.as_mut() {
             commit::refresh(t).await?;
         }
+        // One replay per table for every partition, not one per partition and app id.
+        let txns = all_txns(&state.table).await?;
+        let rejected_txns = match &state.rejected_table {
+            Some(t) => all_txns(t).await?,
+            None => Default::default(),
+        };
         for &partition in partitions {
             let id = app_id(&self.kafka.group_id, partition);
-            let committed = commit::txn_version(&state.table, &id).await?;
-            let committed_rejected = match &state.rejected_table {
-                Some(t) => commit::txn_version(t, &id).await?,
-                None => None,
-            };
+            let committed = txns.get(&id).copied();
+            let committed_rejected = rejected_txns.get(&id).copied();
+            let event_time = txns
+                .get(&event_time_app_id(&self.kafka.group_id, partition))
+                .copied();
             let target = match committed {
                 Some(v) => Offset::Offset(v + 1),
                 None if starts_at_end(&self.kafka) => Offset::End,
@@ -337,6 +346,7 @@ impl Worker {
                     committed,
                     committed_rejected,
                     next: Some(committed.map_or(0, |v| v + 1)),
+                    event_time,
                 },
             );
         }
@@ -409,6 +419,7 @@ impl Worker {
                             committed: None,
                             committed_rejected: None,
                             next: None,
+                            event_time: None,
                         },
                     );
                     by_topic.entry(t).or_default().push(p);
@@ -599,7 +610,9 @@ impl Worker {
                     &rejection,
                 );
             }
-            topic_state.buffer.note_offset(partition, offset, None);
+            topic_state
+                .buffer
+                .note_offset(partition, offset, None, None);
         }
         state.next = Some(last + 1);
         if let Err(e) = consumer.seek(

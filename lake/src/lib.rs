@@ -25,6 +25,7 @@ pub mod commit;
 mod config;
 mod error;
 mod naming;
+pub mod progress;
 mod selfcheck;
 mod store;
 pub mod write;

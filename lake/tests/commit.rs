@@ -113,3 +113,65 @@ async fn txn_progress_and_zombie_writers() {
         "the zombie's file is not part of the table"
     );
 }
+
+/// One replay finds every app id's latest version, across a checkpoint and the commits after
+/// it, and agrees with delta-rs's one-id lookup.
+#[tokio::test]
+async fn all_txns_reads_every_app_id_across_a_checkpoint() {
+    use loglake_lake::progress::{all_txns, complete_through, event_time_app_id, offset_app_id};
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
+    let mut t = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    assert!(all_txns(&t).await.unwrap().is_empty());
+
+    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    let mut commit = |round: i64| {
+        (0..4)
+            .filter(|p| (p + round) % 3 != 0) // not every partition in every commit
+            .flat_map(|p| {
+                [
+                    (offset_app_id("g", p as i32), round * 100 + p),
+                    (event_time_app_id("g", p as i32), round * 1_000 + p),
+                ]
+            })
+            .map(|(app_id, version)| {
+                let expected = last.insert(app_id.clone(), version);
+                TxnUpdate {
+                    app_id,
+                    expected,
+                    version,
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    for round in 1..=8 {
+        let txns = commit(round);
+        commit_with_progress(&mut t, Vec::new(), &txns, Default::default())
+            .await
+            .unwrap();
+        if round == 5 {
+            deltalake::checkpoints::create_checkpoint(&t, None)
+                .await
+                .unwrap();
+        }
+    }
+    let reopened = lake.open_table("t").await.unwrap().unwrap();
+    let found = all_txns(&reopened).await.unwrap();
+    assert_eq!(found, last);
+    for (app_id, version) in &last {
+        assert_eq!(
+            txn_version(&reopened, app_id).await.unwrap(),
+            Some(*version)
+        );
+    }
+    // Partition p's newest event time is round*1000+p for the last round that carried it.
+    let slowest = (0..4)
+        .map(|p| last[&event_time_app_id("g", p)])
+        .min()
+        .unwrap();
+    assert_eq!(complete_through(&found, 10), Some(slowest - 10));
+}

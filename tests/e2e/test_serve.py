@@ -39,7 +39,8 @@ def records(n, start=0):
 
 @pytest.fixture(scope="module")
 def served(stack, tmp_path_factory):
-    """An S3 lake with `app-logs` (N rows) and `db-logs` (300 rows) ingested from Kafka, and a
+    """An S3 lake with `app-logs` (N rows) and `db-logs` (300 rows and 1 quarantined record)
+    ingested from Kafka, and a
     server with a token, two query slots and a small per-query memory."""
     tmp = tmp_path_factory.mktemp("serve")
     topics = [f"app-logs-{time.time_ns() % 10**8}", f"db-logs-{time.time_ns() % 10**8}"]
@@ -49,7 +50,8 @@ def served(stack, tmp_path_factory):
         "http_listen": "127.0.0.1:0", "tokens": [TOKEN, "second-token"], "max_concurrent_queries": 2,
         "memory_per_query": "24MiB", "query_timeout": "60s", "max_result_rows": 100000})
     produce(stack, topics[0], records(N))
-    produce(stack, topics[1], records(300))
+    # A malformed record ahead of db-logs' rows: its quarantine commit lands before theirs.
+    produce(stack, topics[1], [(0, b"db-1", b"{not json")] + records(300))
     w = Worker(lake)
     try:
         lake.wait_count(topics[0].replace("-", "_"), N, workers=[w])
@@ -369,6 +371,24 @@ def test_new_commits_are_seen_without_restart_and_etags_answer_304_until_then(se
     names = [t["name"] for t in json.loads(curl(server, "/v1/tables")[2])["tables"]]
     assert table in names and topics[0].replace("-", "_") in names
     assert curl(server, "/v1/tables/nope")[0] == 404
+
+
+def test_complete_through_is_the_slowest_partitions_newest_event_less_the_grace(served):
+    """Analysts ask `/v1/tables` whether a day is final: the answer follows from what each Kafka
+    partition archived, computed here independently from the rows themselves."""
+    lake, server, topics = served
+    table = topics[0].replace("-", "_")
+    rows = truth(lake, topics[0])
+    newest = rows.group_by("_kafka_partition").aggregate([("timestamp", "max")]).to_pylist()
+    assert len(newest) == 2, newest
+    expected = min(r["timestamp_max"] for r in newest) - datetime.timedelta(minutes=5)  # late_grace default
+    d = json.loads(curl(server, f"/v1/tables/{table}")[2])
+    got = datetime.datetime.fromisoformat(d["complete_through"].replace("Z", "+00:00"))
+    assert got == expected, (d["complete_through"], newest)
+    assert got < datetime.datetime.fromisoformat(d["last_event_time"].replace("Z", "+00:00"))
+    quarantine = [t for t in json.loads(curl(server, "/v1/tables")[2])["tables"] if t["kind"] == "quarantine"]
+    assert [t["topic"] for t in quarantine] == [topics[1]]
+    assert quarantine[0]["complete_through"] is None and quarantine[0]["rows"] == 1
 
 
 def test_the_logs_view_spans_topics(served):

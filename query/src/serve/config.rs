@@ -42,6 +42,10 @@ pub struct ServeConfig {
     pub max_spill_size: ByteSize,
     /// Origins allowed to call the API from a browser (CORS); empty: CORS off.
     pub cors_origins: Vec<String>,
+    /// How late a record may reach Kafka after its event time and still be expected:
+    /// `/v1/tables` reports `complete_through` this far behind the slowest partition.
+    #[serde(with = "humantime_serde")]
+    pub late_grace: Duration,
     /// Threads of the query runtime (0: one per core). `/healthz` and accepting connections
     /// run on their own, so they answer while queries keep every query thread busy.
     pub query_threads: usize,
@@ -62,6 +66,7 @@ impl Default for ServeConfig {
             spill_dir: None,
             max_spill_size: ByteSize::gib(10),
             cors_origins: Vec::new(),
+            late_grace: Duration::from_secs(300),
             query_threads: 0,
         }
     }

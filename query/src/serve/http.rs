@@ -39,6 +39,8 @@ pub struct AppState {
     pub metrics: ServeMetrics,
     pub registry: Registry,
     pub query_runtime: tokio::runtime::Handle,
+    /// `/v1/tables` entries by table, valid for the Delta version they describe.
+    pub described: Mutex<HashMap<String, (u64, serde_json::Value)>>,
 }
 
 impl std::fmt::Debug for AppState {

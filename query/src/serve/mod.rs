@@ -69,6 +69,7 @@ pub async fn serve(
         metrics,
         registry,
         query_runtime: query_runtime.handle().clone(),
+        described: Mutex::new(HashMap::new()),
         config,
     });
     let listener = tokio::net::TcpListener::bind(addr)

@@ -1,0 +1,200 @@
+//! How far a table has archived its source, as recorded in the table's own `txn` actions.
+//!
+//! Ingest records two `txn` app ids per Kafka partition in every data commit:
+//!
+//! - `loglake:<group>:<partition>`: the last Kafka offset archived (or quarantined). A writer
+//!   resumes at the next one; see [`crate::commit`] for the fencing this gives.
+//! - `loglake:<group>:<partition>:event_time`: the newest event time (ms since the epoch) of any
+//!   row archived from that partition, never moving back and never past the wall clock of the
+//!   commit that wrote it.
+//!
+//! `txn` actions are part of a table's snapshot: they survive checkpoints and log cleanup, so
+//! this reading costs the same on a table months old. From the second kind a reader derives
+//! [`complete_through`]: the event time before which no more rows are expected.
+
+use std::collections::{BTreeMap, HashMap};
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::Int64Type;
+use delta_kernel::actions::LOG_TXN_SCHEMA;
+use delta_kernel::engine::arrow_data::ArrowEngineData;
+use delta_kernel::Snapshot;
+use deltalake::{DeltaTable, DeltaTableError};
+
+use crate::error::LakeError;
+
+const PREFIX: &str = "loglake:";
+const EVENT_TIME: &str = ":event_time";
+
+/// The app id of a partition's archived offset.
+pub fn offset_app_id(group_id: &str, partition: i32) -> String {
+    format!("{PREFIX}{group_id}:{partition}")
+}
+
+/// The app id of a partition's newest archived event time.
+pub fn event_time_app_id(group_id: &str, partition: i32) -> String {
+    format!("{PREFIX}{group_id}:{partition}{EVENT_TIME}")
+}
+
+/// What a loglake app id records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    Offset,
+    EventTime,
+}
+
+/// Splits a loglake app id into (group, partition, what it records); `None` for app ids of
+/// other writers. The group may itself contain `:`.
+pub fn parse_app_id(app_id: &str) -> Option<(&str, i32, Recorded)> {
+    let rest = app_id.strip_prefix(PREFIX)?;
+    let (rest, recorded) = match rest.strip_suffix(EVENT_TIME) {
+        Some(rest) => (rest, Recorded::EventTime),
+        None => (rest, Recorded::Offset),
+    };
+    let (group, partition) = rest.rsplit_once(':')?;
+    let partition = partition.parse().ok()?;
+    Some((group, partition, recorded))
+}
+
+/// The event time (ms) before which the table is complete: every Kafka partition that ever
+/// archived an offset has archived a row stamped at least this late, plus `grace_ms` for
+/// records that reach Kafka later than their stamp. Where several consumer groups wrote a
+/// partition the furthest counts. `None` while any partition has archived offsets but no row
+/// yet (nothing is known of its lateness), or no partition has archived anything.
+pub fn complete_through(txns: &HashMap<String, i64>, grace_ms: i64) -> Option<i64> {
+    let mut offsets: BTreeMap<i32, ()> = BTreeMap::new();
+    let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
+    for (app_id, &version) in txns {
+        match parse_app_id(app_id) {
+            Some((_, p, Recorded::Offset)) => {
+                offsets.insert(p, ());
+            }
+            Some((_, p, Recorded::EventTime)) => {
+                let e = newest.entry(p).or_insert(version);
+                *e = (*e).max(version);
+            }
+            None => {}
+        }
+    }
+    if offsets.is_empty() || offsets.keys().any(|p| !newest.contains_key(p)) {
+        return None;
+    }
+    newest.values().min().map(|&t| t.saturating_sub(grace_ms))
+}
+
+/// Every `txn` of the table's loaded version, app id -> version, in one replay of its log
+/// (the newest checkpoint's `txn` column and the commits after it).
+///
+/// delta-rs 1.1 answers one app id per replay; a worker resuming P partitions, or a reader
+/// that does not know the partitions, would replay the log P times.
+pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeError> {
+    let name = table.table_url().to_string();
+    let Some(version) = table.version() else {
+        return Ok(HashMap::new());
+    };
+    let log_store = table.log_store();
+    let engine = log_store.engine(None);
+    let mut root = log_store.config().location().clone();
+    if !root.path().ends_with('/') {
+        let path = format!("{}/", root.path());
+        root.set_path(&path);
+    }
+    let replay = move || -> delta_kernel::DeltaResult<HashMap<String, i64>> {
+        let snapshot = Snapshot::builder_for(root)
+            .at_version(version)
+            .build(engine.as_ref())?;
+        let mut found = HashMap::new();
+        // Newest first: commits in descending order, then the checkpoint.
+        for batch in snapshot
+            .log_segment()
+            .read_actions(engine.as_ref(), LOG_TXN_SCHEMA.clone())?
+        {
+            let data = ArrowEngineData::try_from_engine_data(batch?.actions)?;
+            let batch = data.record_batch();
+            let Some(txn) = batch.column_by_name("txn").and_then(|c| c.as_struct_opt()) else {
+                continue;
+            };
+            let (Some(app), Some(ver)) = (
+                txn.column_by_name("appId")
+                    .and_then(|c| c.as_string_opt::<i32>()),
+                txn.column_by_name("version")
+                    .and_then(|c| c.as_primitive_opt::<Int64Type>()),
+            ) else {
+                continue;
+            };
+            for i in 0..txn.len() {
+                if txn.is_valid(i) && app.is_valid(i) && ver.is_valid(i) {
+                    found
+                        .entry(app.value(i).to_string())
+                        .or_insert(ver.value(i));
+                }
+            }
+        }
+        Ok(found)
+    };
+    tokio::task::spawn_blocking(replay)
+        .await
+        .map_err(|e| LakeError::delta(&name, DeltaTableError::Generic(e.to_string())))?
+        .map_err(|e| LakeError::delta(&name, DeltaTableError::from(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn txns(entries: &[(&str, i64)]) -> HashMap<String, i64> {
+        entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn app_ids_round_trip_even_with_colons_in_the_group() {
+        for group in ["loglake", "team:a", "x"] {
+            for p in [0, 7, 1023] {
+                assert_eq!(
+                    parse_app_id(&offset_app_id(group, p)),
+                    Some((group, p, Recorded::Offset))
+                );
+                assert_eq!(
+                    parse_app_id(&event_time_app_id(group, p)),
+                    Some((group, p, Recorded::EventTime))
+                );
+            }
+        }
+        assert_eq!(parse_app_id("spark-streaming-42"), None);
+        assert_eq!(parse_app_id("loglake:g:notanumber"), None);
+    }
+
+    #[test]
+    fn complete_through_is_the_slowest_partition_minus_grace() {
+        let t = txns(&[
+            ("loglake:g:0", 100),
+            ("loglake:g:0:event_time", 5_000),
+            ("loglake:g:1", 90),
+            ("loglake:g:1:event_time", 3_000),
+            ("other-writer", 1),
+        ]);
+        assert_eq!(complete_through(&t, 500), Some(2_500));
+    }
+
+    #[test]
+    fn a_partition_without_rows_leaves_it_unknown() {
+        let t = txns(&[
+            ("loglake:g:0", 100),
+            ("loglake:g:0:event_time", 5_000),
+            ("loglake:g:1", 90),
+        ]);
+        assert_eq!(complete_through(&t, 0), None);
+        assert_eq!(complete_through(&HashMap::new(), 0), None);
+    }
+
+    #[test]
+    fn the_furthest_group_counts_for_a_partition() {
+        let t = txns(&[
+            ("loglake:old:0", 10),
+            ("loglake:old:0:event_time", 1_000),
+            ("loglake:new:0", 500),
+            ("loglake:new:0:event_time", 9_000),
+        ]);
+        assert_eq!(complete_through(&t, 0), Some(9_000));
+    }
+}
