@@ -91,6 +91,10 @@ pub enum RejectionKind {
     /// (corrupt, or compressed with a codec no client knows). Its offsets are quarantined
     /// without bytes so that every offset stays accounted for.
     UndecodableBatch,
+    /// Not a record's fault: Kafka deleted a range of offsets (retention) before loglake read
+    /// them. One row stands for the range (its offset is the first; the detail names the
+    /// range and when it was found), so the table's offsets stay accounted for.
+    OffsetGap,
 }
 
 impl RejectionKind {
@@ -105,6 +109,7 @@ impl RejectionKind {
             Self::PatternMismatch => "pattern_mismatch",
             Self::WrongType => "wrong_type",
             Self::UndecodableBatch => "undecodable_batch",
+            Self::OffsetGap => "offset_gap",
         }
     }
 }
@@ -259,12 +264,15 @@ impl Mapper {
             .kafka_timestamp_ms
             .filter(|ms| *ms >= 0)
             .map(|ms| ms.saturating_mul(1000));
-        // Producer clocks can be wrong: "ahead" is measured from the later of the two clocks.
-        let reference_us = kafka_timestamp_us
-            .unwrap_or(raw.received_at_us)
-            .max(raw.received_at_us);
-        let latest_us =
-            reference_us.saturating_add(s.max_future_skew_secs.saturating_mul(1_000_000));
+        // "Ahead" is measured from the worker's clock, whatever clock a record claims: a
+        // producer clock years ahead (or a hostile CreateTime) must not create a future hour.
+        // The Kafka time keeps its raw value in `_kafka_timestamp`; an unusable event time
+        // stays in `attributes`.
+        let latest_us = raw
+            .received_at_us
+            .saturating_add(s.max_future_skew_secs.saturating_mul(1_000_000));
+        let plausible_kafka_us =
+            kafka_timestamp_us.filter(|us| (MIN_EVENT_TIME_US..=latest_us).contains(us));
 
         let mut timestamp_us = None;
         for name in &s.timestamp_fields {
@@ -282,7 +290,7 @@ impl Mapper {
             }
         }
         let timestamp_us = timestamp_us
-            .or(kafka_timestamp_us.filter(|us| *us >= MIN_EVENT_TIME_US))
+            .or(plausible_kafka_us)
             .unwrap_or(raw.received_at_us);
 
         let mut host = take_first_string(fields, &s.host_fields);
@@ -479,6 +487,34 @@ mod tests {
             Some("081109 203615 148 INFO dfs.DataNode: Receiving block")
         );
         assert_eq!(row.attributes, None);
+    }
+
+    #[test]
+    fn a_kafka_clock_far_ahead_creates_no_future_hour() {
+        let m = default_mapper();
+        let received = KAFKA_MS * 1000;
+        for kafka_ms in [4_102_444_800_000, i64::MAX, 253_402_300_800_000] {
+            let with = |payload: &'static [u8]| RawRecord {
+                kafka_timestamp_ms: Some(kafka_ms),
+                received_at_us: received,
+                ..raw(payload)
+            };
+            // No event time in the record: the worker's clock, not the producer's, decides.
+            let row = m.map(&with(br#"{"msg":"x"}"#)).unwrap();
+            assert_eq!(row.timestamp_us, received, "kafka {kafka_ms}");
+            assert_eq!(row.kafka_timestamp_us, Some(kafka_ms.saturating_mul(1000)));
+            // An event time the skewed producer clock would have allowed is refused and kept.
+            let row = m
+                .map(&with(br#"{"ts":"2099-06-01T00:00:00Z","msg":"x"}"#))
+                .unwrap();
+            assert_eq!(row.timestamp_us, received);
+            assert_eq!(
+                row.attributes.as_deref(),
+                Some(r#"{"ts":"2099-06-01T00:00:00Z"}"#)
+            );
+            let (_, date, _) = row.partition_values();
+            assert_eq!(date, "2026-01-02");
+        }
     }
 
     #[test]
