@@ -186,6 +186,11 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     (
+        "LOGLAKE_INGEST_ACCEPT_RECREATED_TOPICS",
+        "ingest.accept_recreated_topics",
+        Kind::List,
+    ),
+    (
         "LOGLAKE_INGEST_STALL_AFTER",
         "ingest.stall_after",
         Kind::Str,

@@ -150,6 +150,8 @@ impl Worker {
             state.ratio = (state.ratio + observed) / 2.0;
         }
         state.buffer.clear();
+        // Whoever flushed (size, latency, revocation, shutdown), the topic is no longer due.
+        self.due.remove(topic);
         let elapsed = started.elapsed();
         let m = &self.metrics;
         Metrics::add(&m.rows_written, rows as u64);
@@ -204,6 +206,7 @@ impl Worker {
         if let Some(state) = self.topics.get_mut(topic) {
             state.buffer.clear();
         }
+        self.due.remove(topic);
         let assigned: Vec<i32> = consumer
             .assignment()
             .map(|tpl| {

@@ -139,6 +139,12 @@ pub struct IngestConfig {
     /// quarantined as `undecodable_batch` and moves on. 0 never skips: the partition stays
     /// stalled until an operator acts.
     pub undecodable_attempts: u32,
+    /// Topics whose recreation (deleted and created again: offsets restarted below what the
+    /// table archived) is accepted: their partitions start over at the new topic's first
+    /// offset. Without it such a partition stops, with an ERROR log and the
+    /// `loglake_ingest_partition_blocked` metric. Remove the topic again once it resumed, or
+    /// a later recreation is accepted too.
+    pub accept_recreated_topics: Vec<String>,
 }
 
 impl Default for IngestConfig {
@@ -153,6 +159,7 @@ impl Default for IngestConfig {
             stall_after: Duration::from_secs(15),
             stall_unhealthy_after: Duration::from_secs(60),
             undecodable_attempts: 3,
+            accept_recreated_topics: Vec::new(),
         }
     }
 }
@@ -211,6 +218,20 @@ impl KafkaConfig {
                     ),
                 ));
             }
+        }
+        if let Some(topic) = self
+            .topics
+            .iter()
+            .find(|t| t.ends_with(loglake_lake::REJECTED_SUFFIX))
+        {
+            return Err(bad(
+                "kafka.topics",
+                format!(
+                    "{topic:?} ends in {:?}, the suffix of quarantine tables: its table and app ids would                      collide with the quarantine of topic {:?}; archive it under another name",
+                    loglake_lake::REJECTED_SUFFIX,
+                    topic.trim_end_matches(loglake_lake::REJECTED_SUFFIX)
+                ),
+            ));
         }
         for key in OWNED_OPTIONS {
             if self.options.contains_key(*key) {
@@ -326,6 +347,18 @@ mod tests {
             .unwrap();
         assert!(password.secret);
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_topic_named_like_a_quarantine_table_is_refused() {
+        let c: KafkaConfig =
+            toml::from_str("brokers = \"b:9092\"\ntopics = [\"app-logs\", \"app-logs__rejected\"]")
+                .unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("kafka.topics") && err.contains("app-logs__rejected"),
+            "{err}"
+        );
     }
 
     #[test]

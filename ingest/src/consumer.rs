@@ -7,8 +7,10 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::OAuthToken;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+use rdkafka::consumer::{BaseConsumer, Consumer as _, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, Statistics, TopicPartitionList};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::config::{KafkaAuth, KafkaConfig};
@@ -198,6 +200,37 @@ impl ClientContext for LoglakeContext {
 }
 
 impl ConsumerContext for LoglakeContext {
+    /// rdkafka's own handler, except that assigned partitions start at their end, not at the
+    /// group's committed offset: loglake never reads those (`auto.offset.reset = error`
+    /// would stop a partition the group never committed), and the main loop seeks each
+    /// partition to where the table says before it accepts a record. Eager protocol only
+    /// (`partition.assignment.strategy` is loglake's).
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let rebalance = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => Rebalance::Assign(tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => Rebalance::Revoke(tpl),
+            other => Rebalance::Error(KafkaError::Rebalance(other.into())),
+        };
+        self.pre_rebalance(consumer, &rebalance);
+        let done = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let mut at_end = tpl.clone();
+            at_end
+                .set_all_offsets(Offset::End)
+                .and_then(|()| consumer.assign(&at_end))
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = done {
+            tracing::error!(error = %e, "librdkafka refused the (un)assignment");
+        }
+        self.post_rebalance(consumer, &rebalance);
+    }
+
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked = partitions(tpl);
@@ -239,7 +272,10 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         // Eager protocols only: cooperative rebalancing plus commits causes storms.
         .set("partition.assignment.strategy", "range,roundrobin")
-        .set("auto.offset.reset", "earliest")
+        // Never a fallback position: a partition Kafka no longer holds the next offset of is
+        // reported and handled (positions.rs). The configured `auto.offset.reset` only says
+        // where a partition the table has never seen starts (`starts_at_end`).
+        .set("auto.offset.reset", "error")
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches up to 64 MiB by default, outside `memory_budget`; 16 MiB
         // keeps a busy partition fed and the worker's footprint close to its budget.
@@ -249,7 +285,9 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         client.set(setting.key, setting.value);
     }
     for (key, value) in &config.options {
-        client.set(key, value);
+        if key != "auto.offset.reset" {
+            client.set(key, value);
+        }
     }
     client
 }

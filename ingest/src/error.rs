@@ -14,6 +14,12 @@ pub enum IngestError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    #[error("could not check {topic}[{partition}] against the broker: {reason}")]
+    Probe {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
     #[error("could not build Arrow data for topic {topic}")]
     Arrow {
         topic: String,

@@ -28,7 +28,9 @@ mod consumer;
 mod error;
 mod metrics;
 mod msk_iam;
+mod positions;
 mod probe;
+mod resume;
 mod stall;
 mod worker;
 
@@ -97,7 +99,15 @@ pub async fn run(
     .await?;
     let client = consumer::client_config(&kafka);
     let grace = config.shutdown_grace;
-    let mut worker = worker::Worker::new(config, kafka, lake, schemas, metrics.clone());
+    let mut worker = worker::Worker::new(
+        config,
+        kafka,
+        lake,
+        schemas,
+        metrics.clone(),
+        client.clone(),
+        tokens.clone(),
+    );
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!("ingest started");
@@ -142,6 +152,13 @@ pub async fn run(
         if ticked {
             metrics.heartbeat_unix_ms.store(metrics::now_ms(), Relaxed);
             worker.check_stalls(&consumer, &client, &tokens);
+            worker.retry_seeks(&consumer);
+            if worker.recheck {
+                if let Err(e) = worker.recheck_positions(&consumer).await {
+                    tracing::warn!(error = %e, "could not check positions against Kafka; retrying");
+                    worker.recheck = true;
+                }
+            }
         }
         let mut failed = None;
         while let Ok(event) = events.try_recv() {

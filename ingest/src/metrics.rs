@@ -47,6 +47,11 @@ pub struct Metrics {
     pub consumer_errors: Mutex<BTreeMap<String, u64>>,
     /// Record batches that could not be decoded and were quarantined.
     pub undecodable_batches: AtomicU64,
+    /// Ranges of offsets Kafka deleted before they were archived, and the offsets in them.
+    pub offset_gaps: AtomicU64,
+    pub offset_gap_records: AtomicU64,
+    /// Partitions stopped until an operator acts (a recreated topic), with the reason.
+    pub blocked: Mutex<BTreeMap<(String, i32), String>>,
     /// `ingest.stall_after` and `ingest.stall_unhealthy_after`, in ms.
     pub stall_after_ms: AtomicU64,
     pub stall_unhealthy_after_ms: AtomicU64,
@@ -168,6 +173,31 @@ impl Collector for Metrics {
             "loglake_ingest_undecodable_batches",
             "Record batches that could never be decoded, quarantined as undecodable_batch.",
             c(&self.undecodable_batches),
+        )?;
+        m.counter(
+            "loglake_ingest_offset_gaps",
+            "Ranges of offsets Kafka deleted (retention) before they were archived, each an offset_gap quarantine row.",
+            c(&self.offset_gaps),
+        )?;
+        m.counter(
+            "loglake_ingest_offset_gap_records",
+            "Offsets in those ranges: records lost before loglake could read them.",
+            c(&self.offset_gap_records),
+        )?;
+        let blocked: Vec<(String, String)> = self
+            .blocked
+            .lock()
+            .expect("blocked map")
+            .keys()
+            .map(|(t, p)| (t.clone(), p.to_string()))
+            .collect();
+        m.family(
+            "loglake_ingest_partition_blocked",
+            "1 while the partition is stopped until an operator acts (its topic was recreated: see ingest.accept_recreated_topics).",
+            MetricType::Gauge,
+            blocked
+                .iter()
+                .map(|(t, p)| ([("topic", t.as_str()), ("partition", p.as_str())], 1.0)),
         )?;
         m.metric(
             "loglake_ingest_commit_seconds",

@@ -28,7 +28,10 @@ pub enum ProbeResult {
     Decodes,
     /// The batch holding the offset cannot be decoded; librdkafka's error.
     Undecodable(String),
-    /// Nothing conclusive (no answer in time, connection trouble).
+    /// Nothing at or after the offset: the end of the partition, or no answer in time while
+    /// nothing went wrong.
+    Nothing(String),
+    /// Nothing conclusive (connection trouble, an error).
     Unknown(String),
 }
 
@@ -77,7 +80,7 @@ pub fn probe(
         return ProbeResult::Unknown(format!("could not assign: {e}"));
     }
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("no answer in time");
+    let mut last = None;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(msg)) if msg.partition() == partition && msg.offset() >= offset => {
@@ -87,13 +90,39 @@ pub fn probe(
             Some(Err(KafkaError::MessageConsumption(code))) if is_decode_error(code) => {
                 return ProbeResult::Undecodable(code.to_string());
             }
-            // At the end: nothing past `offset` exists (yet), which is not a verdict.
-            Some(Err(KafkaError::PartitionEOF(_))) => last = "end of partition".into(),
-            Some(Err(e)) => last = e.to_string(),
+            // At the end: nothing past `offset` exists (yet).
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                return ProbeResult::Nothing("end of partition".into())
+            }
+            // Past the end, or before the start (`auto.offset.reset = error`).
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+            ))) => return ProbeResult::Nothing("offset out of range".into()),
+            Some(Err(e)) => last = Some(e.to_string()),
             None => {}
         }
     }
-    ProbeResult::Unknown(last)
+    match last {
+        Some(error) => ProbeResult::Unknown(error),
+        None => ProbeResult::Nothing("no record in time".into()),
+    }
+}
+
+/// Whether a record at or after `offset` can still be fetched (a batch that cannot be decoded
+/// counts: it is there). `Err` when the broker could not be asked.
+pub fn record_at_or_after(
+    client: &ClientConfig,
+    tokens: &TokenSource,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timeout: Duration,
+) -> Result<bool, String> {
+    match probe(client, tokens, topic, partition, offset, timeout) {
+        ProbeResult::Decodes | ProbeResult::Undecodable(_) => Ok(true),
+        ProbeResult::Nothing(_) => Ok(false),
+        ProbeResult::Unknown(why) => Err(why),
+    }
 }
 
 /// Where an undecodable region starting at a known-bad `start` ends, given `end` (the
@@ -123,7 +152,9 @@ pub fn undecodable_extent(
                 step = step.saturating_mul(2);
             }
             ProbeResult::Decodes => good = Some(at),
-            ProbeResult::Unknown(why) => return Err(format!("probe at offset {at}: {why}")),
+            ProbeResult::Unknown(why) | ProbeResult::Nothing(why) => {
+                return Err(format!("probe at offset {at}: {why}"))
+            }
         }
     }
     let mut good = good.expect("set above");
@@ -132,7 +163,9 @@ pub fn undecodable_extent(
         match probe(mid) {
             ProbeResult::Undecodable(_) => bad = mid,
             ProbeResult::Decodes => good = mid,
-            ProbeResult::Unknown(why) => return Err(format!("probe at offset {mid}: {why}")),
+            ProbeResult::Unknown(why) | ProbeResult::Nothing(why) => {
+                return Err(format!("probe at offset {mid}: {why}"))
+            }
         }
     }
     Ok(bad)

@@ -1,6 +1,6 @@
 //! The main loop: consume, map, buffer; react to rebalances; flush when due.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,16 +13,17 @@ use loglake_schemas::{
     PARTITION_COLUMNS,
 };
 use rdkafka::consumer::Consumer as _;
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::Offset;
 
 use crate::batcher::TopicBuffer;
 use crate::config::{IngestConfig, KafkaConfig};
-use crate::consumer::{starts_at_end, Consumer, RebalanceEvent, TokenSource};
+use crate::consumer::{Consumer, RebalanceEvent, TokenSource};
 use crate::error::IngestError;
 use crate::metrics::{now_ms, Metrics};
 use crate::probe::{self, ProbeResult};
+use crate::resume::Target;
 
 /// One topic's tables and buffers.
 #[derive(Debug)]
@@ -71,6 +72,13 @@ pub(crate) struct Worker {
     lookup: (String, i32),
     /// Wall clock (µs) read once per batch of messages: a record's `received_at`.
     batch_started_us: i64,
+    /// The client settings and tokens for one-partition probes of the broker.
+    pub probe_client: rdkafka::ClientConfig,
+    pub tokens: TokenSource,
+    /// Partitions whose seek failed, and where they must go: retried on the tick.
+    pub unseeked: BTreeMap<(String, i32), Target>,
+    /// librdkafka reported an offset out of range: check every position on the next tick.
+    pub recheck: bool,
 }
 
 /// What the probe of a stalled partition found.
@@ -97,6 +105,8 @@ impl Worker {
         lake: Lake,
         schemas: SchemaSet,
         metrics: Arc<Metrics>,
+        probe_client: rdkafka::ClientConfig,
+        tokens: TokenSource,
     ) -> Self {
         let (probe_tx, probe_rx) = std::sync::mpsc::channel();
         Self {
@@ -117,6 +127,10 @@ impl Worker {
             probe_rx,
             lookup: (String::new(), 0),
             batch_started_us: now_us(),
+            probe_client,
+            tokens,
+            unseeked: BTreeMap::new(),
+            recheck: false,
         }
     }
 
@@ -145,6 +159,13 @@ impl Worker {
             self.metrics.consumer_error(&format!("{code:?}"));
             if probe::is_decode_error(*code) {
                 self.last_decode_error = Some(Instant::now());
+            }
+            // `auto.offset.reset = error`: a position Kafka no longer holds.
+            if matches!(
+                code,
+                RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange
+            ) {
+                self.recheck = true;
             }
         } else {
             self.metrics.consumer_error("other");
@@ -284,7 +305,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Reads the committed txn versions of `partitions` (all of one topic) and seeks there.
+    /// Reads the table's progress for `partitions` (all of one topic), checks it against what
+    /// Kafka still holds ([`resume`]) and positions each partition accordingly.
     pub async fn resolve(
         &mut self,
         consumer: &Consumer,
@@ -316,25 +338,6 @@ impl Worker {
             let event_time = txns
                 .get(&event_time_app_id(&self.kafka.group_id, partition))
                 .copied();
-            let target = match committed {
-                Some(v) => Offset::Offset(v + 1),
-                None if starts_at_end(&self.kafka) => Offset::End,
-                None => Offset::Beginning,
-            };
-            let mut seeked = false;
-            for attempt in 0..30 {
-                match consumer.seek(topic, partition, target, Duration::from_secs(5)) {
-                    Ok(()) => {
-                        seeked = true;
-                        break;
-                    }
-                    Err(e) if attempt == 29 => {
-                        tracing::warn!(topic, partition, error = %e, "seek failed; filtering by offset instead")
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
-            }
-            tracing::info!(topic, partition, committed = ?committed, committed_rejected = ?committed_rejected, seeked, "partition resolved");
             self.metrics
                 .fetch
                 .lock()
@@ -345,10 +348,14 @@ impl Worker {
                 PartitionState {
                     committed,
                     committed_rejected,
-                    next: Some(committed.map_or(0, |v| v + 1)),
+                    next: None,
                     event_time,
                 },
             );
+            let (decision, low) = self.decide(consumer, topic, partition, committed).await?;
+            tracing::info!(topic, partition, committed = ?committed, committed_rejected = ?committed_rejected, ?decision, "partition resolved");
+            self.position(consumer, topic, partition, decision, low)
+                .await?;
         }
         Ok(())
     }
@@ -392,6 +399,7 @@ impl Worker {
                         if let Some(t) = self.topics.get_mut(topic) {
                             t.buffer.clear();
                         }
+                        self.due.remove(topic);
                         let keep: Vec<i32> = self
                             .partitions
                             .keys()
@@ -406,13 +414,22 @@ impl Worker {
                         self.resolve_with_retry(consumer, topic, &keep).await?;
                     }
                 }
+                let mut blocked = self.metrics.blocked.lock().expect("blocked map");
                 for key in &list {
                     self.partitions.remove(key);
+                    self.unseeked.remove(key);
+                    blocked.remove(key);
                 }
             }
             RebalanceEvent::Assigned(list) => {
                 let mut by_topic: HashMap<String, Vec<i32>> = HashMap::new();
                 for (t, p) in list {
+                    if t.ends_with(REJECTED_SUFFIX) {
+                        // Matched by kafka.topic_pattern (named topics are refused at start):
+                        // never ours, its records are ignored.
+                        tracing::error!(topic = %t, partition = p, "topic not archived: its name ends in the quarantine tables' suffix {REJECTED_SUFFIX:?}; narrow kafka.topic_pattern");
+                        continue;
+                    }
                     self.partitions.insert(
                         (t.clone(), p),
                         PartitionState {
@@ -503,7 +520,11 @@ impl Worker {
         let after = self.config.stall_after;
         let stalls = {
             let mut fetch = self.metrics.fetch.lock().expect("fetch tracker");
-            fetch.retain(|t, p| self.partitions.contains_key(&(t.to_string(), p)));
+            fetch.retain(|t, p| {
+                self.partitions
+                    .get(&(t.to_string(), p))
+                    .is_some_and(|s| s.next.is_some())
+            });
             fetch.stalled(Instant::now(), after)
         };
         let decode_error_recent = self
@@ -666,7 +687,9 @@ fn probe_partition(
                     "attempt {attempt} decoded it: the stall has another cause"
                 ))
             }
-            ProbeResult::Unknown(why) => return Err(format!("attempt {attempt}: {why}")),
+            ProbeResult::Unknown(why) | ProbeResult::Nothing(why) => {
+                return Err(format!("attempt {attempt}: {why}"))
+            }
         }
     }
     let last = probe::undecodable_extent(first, end, |o| {

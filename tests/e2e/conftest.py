@@ -59,6 +59,17 @@ def create_topic(stack, topic, partitions):
     raise AssertionError(f"topic {topic} did not appear")
 
 
+def delete_topic(stack, topic):
+    admin = AdminClient({"bootstrap.servers": stack["LOGLAKE_KAFKA_BROKERS"]})
+    for _, f in admin.delete_topics([topic]).items():
+        f.result(15)
+    for _ in range(50):
+        if topic not in admin.list_topics(timeout=5).topics:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"topic {topic} was not deleted")
+
+
 def produce(stack, topic, records):
     """records: iterable of (partition, key bytes|None, value bytes|None)."""
     p = Producer({"bootstrap.servers": stack["LOGLAKE_KAFKA_BROKERS"], "linger.ms": 5,
