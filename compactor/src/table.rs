@@ -1,8 +1,11 @@
 //! One pass over one table: plan, merge, retention, log upkeep, vacuum.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use chrono::{DateTime, Timelike, Utc};
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::{Action, LogicalFileView};
@@ -255,21 +258,44 @@ async fn merge_one(
     .buffered(OPEN_CONCURRENCY)
     .collect()
     .await;
+    if opened.is_empty() {
+        return Ok(MergeDone::default());
+    }
+    // The table's columns as files hold them (partition columns live in paths): inputs
+    // written before the table gained a column read it as null.
+    let table_columns = loglake_lake::evolve::arrow_schema(table)?;
+    let partition_columns = table
+        .snapshot()
+        .map_err(lake_err(dir))?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        table_columns
+            .fields()
+            .iter()
+            .filter(|f| !partition_columns.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
     let mut streams = Vec::with_capacity(opened.len());
-    let mut schema = None;
     for (builder, view) in opened.into_iter().zip(&inputs) {
-        let builder = builder?;
-        schema.get_or_insert_with(|| builder.schema().clone());
-        let stream = builder.build().map_err(|source| CompactError::Read {
+        let stream = builder?.build().map_err(|source| CompactError::Read {
             table: dir.to_string(),
             path: view.path().to_string(),
             source,
         })?;
-        streams.push(stream.boxed());
+        let target = schema.clone();
+        streams.push(
+            stream
+                .map(move |batch| {
+                    batch
+                        .map_err(ArrowError::from)
+                        .and_then(|b| loglake_lake::evolve::align(b, &target))
+                })
+                .boxed(),
+        );
     }
-    let Some(schema) = schema else {
-        return Ok(MergeDone::default());
-    };
     let sorted_by = schema.index_of(SORT_COLUMN).ok();
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(lake_err(dir))?

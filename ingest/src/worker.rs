@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
+use loglake_lake::evolve::{compare, SchemaChange};
 use loglake_lake::progress::all_txns;
 use loglake_lake::{commit, Lake, REJECTED_SUFFIX};
 use loglake_schemas::{
@@ -268,27 +269,22 @@ impl Worker {
             .lake
             .open_or_create(topic, &schema, &PARTITION_COLUMNS)
             .await?;
-        let existing: Vec<String> = table
-            .snapshot()
-            .map_err(|e| loglake_lake::LakeError::delta(topic, e))?
-            .schema()
-            .fields()
-            .map(|f| f.name().to_string())
-            .collect();
-        let wanted: Vec<String> = schema
-            .fields()
-            .iter()
-            .map(|f| f.name().to_string())
-            .collect();
-        if existing != wanted {
-            return Err(IngestError::Config {
-                key: format!("schemas/{topic}.toml"),
-                message: format!(
-                    "describes columns {wanted:?} but table {topic} has {existing:?}; \
-                     schema changes of an existing table are not supported yet"
-                ),
-            });
-        }
+        let existing = loglake_lake::evolve::arrow_schema(&table)?;
+        let wanted = loglake_lake::evolve::as_stored(&schema, topic)?;
+        let table = match compare(&existing, &wanted) {
+            SchemaChange::None => table,
+            SchemaChange::Add(fields) => {
+                let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                tracing::info!(table = topic, columns = ?names, "schema file adds columns: evolving the table (rows archived before read them as null)");
+                loglake_lake::evolve::add_columns(table, &fields).await?
+            }
+            SchemaChange::Refused(why) => {
+                return Err(IngestError::Config {
+                    key: format!("schemas/{topic}.toml"),
+                    message: format!("does not fit table {topic}: {why}"),
+                })
+            }
+        };
         let rejected_table = self
             .lake
             .open_table(&format!("{topic}{REJECTED_SUFFIX}"))

@@ -24,6 +24,7 @@
 pub mod commit;
 mod config;
 mod error;
+pub mod evolve;
 mod naming;
 pub mod progress;
 mod selfcheck;

@@ -114,7 +114,13 @@ pub async fn write_files(
         .map_err(delta)?
         .with_writer_properties(properties)
         .with_target_file_size(target_file_size);
+    let columns = crate::evolve::arrow_schema(table)?;
     for batch in batches {
+        // By name: the table may have gained columns this writer's schema file predates.
+        let batch = crate::evolve::align(batch, &columns).map_err(|source| LakeError::Encode {
+            table: name.clone(),
+            source,
+        })?;
         match uniform_partition(&batch, &partition_columns) {
             Some(values) if !partition_columns.is_empty() => writer
                 .write_partition(batch, &values, WriteMode::Default)

@@ -108,8 +108,9 @@ pub struct TopicSchema {
     pub columns: Vec<ColumnSpec>,
     /// Records larger than this many bytes are quarantined (default 1 MiB).
     pub max_record_bytes: usize,
-    /// Event times further than this many seconds ahead of the Kafka record time are absurd
-    /// and fall back to the Kafka time (the original value stays in `attributes`).
+    /// Event times (and Kafka record times) further than this many seconds ahead of the
+    /// worker's clock are absurd: an event time falls back to the Kafka time, or the time of
+    /// receipt (the original value stays in `attributes`, the Kafka time in `_kafka_timestamp`).
     pub max_future_skew_secs: i64,
 }
 
