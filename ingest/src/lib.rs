@@ -32,6 +32,7 @@ mod positions;
 mod probe;
 mod resume;
 mod stall;
+mod stalls;
 mod worker;
 
 use std::sync::atomic::Ordering::Relaxed;
