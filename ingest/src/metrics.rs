@@ -31,6 +31,8 @@ pub struct Metrics {
     pub commit_conflicts: AtomicU64,
     pub commit_seconds: CommitSeconds,
     pub buffered_bytes: AtomicI64,
+    /// Topics whose tables the worker holds open (those it has partitions of).
+    pub open_topics: AtomicI64,
     /// Seconds between a committed record's Kafka timestamp and its commit, for the newest
     /// record of the last commit: how far the archive trails the source.
     pub freshness_ms: AtomicI64,
@@ -208,6 +210,11 @@ impl Collector for Metrics {
             "loglake_ingest_buffered_bytes",
             "Bytes held in buffers, against the memory budget.",
             self.buffered_bytes.load(Relaxed) as f64,
+        )?;
+        m.gauge(
+            "loglake_ingest_open_topics",
+            "Topics whose tables the worker holds open: those it has partitions of.",
+            self.open_topics.load(Relaxed) as f64,
         )?;
         m.gauge(
             "loglake_ingest_freshness_seconds",

@@ -428,6 +428,22 @@ impl Worker {
                     self.resolve_with_retry(consumer, &topic, &partitions)
                         .await?;
                 }
+                // Topics this worker no longer owns (eager rebalancing revoked everything and
+                // flushed it): their tables' snapshots are dropped, not kept for ever.
+                let owned: BTreeSet<&str> =
+                    self.partitions.keys().map(|(t, _)| t.as_str()).collect();
+                let before = self.topics.len();
+                self.topics
+                    .retain(|t, state| owned.contains(t.as_str()) || !state.buffer.is_empty());
+                if self.topics.len() < before {
+                    tracing::info!(
+                        released = before - self.topics.len(),
+                        "tables of topics no longer assigned released"
+                    );
+                }
+                self.metrics
+                    .open_topics
+                    .store(self.topics.len() as i64, Relaxed);
             }
         }
         Ok(())
