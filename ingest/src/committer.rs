@@ -115,22 +115,27 @@ impl Worker {
         // Each partition's newest event time, for readers' `complete_through`: it never moves
         // back, and a record stamped in the future moves it no further than now.
         let wall_ms = now_ms();
-        let event_times: Vec<(i32, i64)> = progress
+        let event_times: Vec<(i32, TxnUpdate)> = progress
             .iter()
             .filter_map(|(p, prog)| {
                 let newest = prog.newest_event_us?.div_euclid(1000).min(wall_ms);
                 let before = partition(*p).and_then(|s| s.event_time);
                 let version = before.map_or(newest, |b| b.max(newest));
                 (Some(version) != before).then(|| {
-                    txns.push(TxnUpdate {
-                        app_id: event_time_app_id(&self.kafka.group_id, *p),
-                        expected: before,
-                        version,
-                    });
-                    (*p, version)
+                    let app_id = event_time_app_id(&self.kafka.group_id, *p);
+                    let expected = before;
+                    (
+                        *p,
+                        TxnUpdate {
+                            app_id,
+                            expected,
+                            version,
+                        },
+                    )
                 })
             })
             .collect();
+        txns.extend(event_times.iter().map(|(_, t)| t.clone()));
         let adds = if batches.is_empty() {
             Vec::new()
         } else {
@@ -181,9 +186,9 @@ impl Worker {
                 let _ = offsets.add_partition_offset(topic, p, Offset::Offset(prog.last + 1));
             }
         }
-        for (p, version) in event_times {
+        for (p, t) in event_times {
             if let Some(s) = self.partitions.get_mut(&(topic.to_string(), p)) {
-                s.event_time = Some(version);
+                s.event_time = Some(t.version);
             }
         }
         // Advisory only (lag tooling); the Delta txn is the source of truth.

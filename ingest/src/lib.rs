@@ -6,11 +6,15 @@
 //! record reaches the max latency, when the budget is full (largest first), on partition
 //! revocation and on shutdown. Each flush is one commit to the topic's quarantine table
 //! (if it holds bad records) and one to its data table, each carrying a Delta `txn` per
-//! Kafka partition; on assignment a worker seeks past those versions. That is what makes
-//! ingest exactly once across crashes and rebalances (see ARCHITECTURE.md).
+//! Kafka partition; on assignment a worker seeks past those versions, after checking them
+//! against the offsets Kafka still holds (a retention gap becomes an `offset_gap` quarantine
+//! row, a recreated topic stops its partitions until accepted). That is what makes ingest
+//! exactly once across crashes and rebalances (see ARCHITECTURE.md). A schema file that adds
+//! typed columns evolves the table; one that removes or retypes a column is refused.
 //!
-//! This crate must never commit Kafka offsets ahead of the Delta table, never do IO inside
-//! a librdkafka callback, and never drop a record: what cannot be archived is quarantined.
+//! This crate must never commit Kafka offsets ahead of the Delta table, never let Kafka's
+//! committed offsets or `auto.offset.reset` pick a position, never do IO inside a librdkafka
+//! callback, and never drop a record: what cannot be archived is quarantined.
 //!
 //! ```no_run
 //! # async fn demo(lake: loglake_lake::Lake, kafka: loglake_ingest::KafkaConfig) -> Result<(), loglake_ingest::IngestError> {

@@ -1,6 +1,6 @@
 //! Prometheus metrics and the `/metrics` + `/healthz` endpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -52,8 +52,8 @@ pub struct Metrics {
     /// Ranges of offsets Kafka deleted before they were archived, and the offsets in them.
     pub offset_gaps: AtomicU64,
     pub offset_gap_records: AtomicU64,
-    /// Partitions stopped until an operator acts (a recreated topic), with the reason.
-    pub blocked: Mutex<BTreeMap<(String, i32), String>>,
+    /// Partitions stopped until an operator acts (a recreated topic).
+    pub blocked: Mutex<BTreeSet<(String, i32)>>,
     /// `ingest.stall_after` and `ingest.stall_unhealthy_after`, in ms.
     pub stall_after_ms: AtomicU64,
     pub stall_unhealthy_after_ms: AtomicU64,
@@ -189,8 +189,8 @@ impl Collector for Metrics {
         let blocked: Vec<(String, String)> = self
             .blocked
             .lock()
-            .expect("blocked map")
-            .keys()
+            .expect("blocked set")
+            .iter()
             .map(|(t, p)| (t.clone(), p.to_string()))
             .collect();
         m.family(

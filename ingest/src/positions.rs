@@ -29,22 +29,21 @@ use crate::worker::{app_id, Worker};
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Worker {
-    /// What to do with a partition whose table progress is `committed`; also Kafka's first
-    /// held offset (where an accepted recreated topic starts over).
+    /// What to do with a partition whose table progress is `committed`.
     pub(crate) async fn decide(
         &self,
         consumer: &Consumer,
         topic: &str,
         partition: i32,
         committed: Option<i64>,
-    ) -> Result<(Resume, i64), IngestError> {
+    ) -> Result<Resume, IngestError> {
         let start = if starts_at_end(&self.kafka) {
             Start::End
         } else {
             Start::Beginning
         };
         if committed.is_none() {
-            return Ok((resume::classify(None, 0, 0, start), 0));
+            return Ok(resume::classify(None, 0, 0, start));
         }
         let (low, high) = tokio::task::block_in_place(|| {
             consumer.fetch_watermarks(topic, partition, BROKER_TIMEOUT)
@@ -53,39 +52,32 @@ impl Worker {
             context: format!("reading the offsets Kafka holds for {topic}[{partition}]"),
             source,
         })?;
-        let decision = match resume::classify(committed, low, high, start) {
-            Resume::Confirm { committed } => {
-                let (client, tokens, t) = (
-                    self.probe_client.clone(),
-                    self.tokens.clone(),
-                    topic.to_string(),
-                );
-                let there = tokio::task::spawn_blocking(move || {
-                    probe::record_at_or_after(
-                        &client,
-                        &tokens,
-                        &t,
-                        partition,
-                        committed,
-                        BROKER_TIMEOUT,
-                    )
-                })
-                .await
-                .map_err(|e| IngestError::Probe {
-                    topic: topic.to_string(),
-                    partition,
-                    reason: e.to_string(),
-                })?
-                .map_err(|reason| IngestError::Probe {
-                    topic: topic.to_string(),
-                    partition,
-                    reason,
-                })?;
-                resume::confirmed(committed, high, there)
-            }
-            other => other,
+        let decision = resume::classify(committed, low, high, start);
+        let Resume::Confirm {
+            committed,
+            low,
+            end,
+        } = decision
+        else {
+            return Ok(decision);
         };
-        Ok((decision, low))
+        let (client, tokens, t) = (
+            self.probe_client.clone(),
+            self.tokens.clone(),
+            topic.to_string(),
+        );
+        let there = tokio::task::spawn_blocking(move || {
+            probe::probe(&client, &tokens, &t, partition, committed, BROKER_TIMEOUT).record_exists()
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|answer| answer)
+        .map_err(|reason| IngestError::Probe {
+            topic: topic.to_string(),
+            partition,
+            reason,
+        })?;
+        Ok(resume::confirmed(committed, low, end, there))
     }
 
     /// Acts on a decision: seek, record a gap and seek past it, start over, or stop.
@@ -95,7 +87,6 @@ impl Worker {
         topic: &str,
         partition: i32,
         decision: Resume,
-        low: i64,
     ) -> Result<(), IngestError> {
         match decision {
             Resume::At(target) => self.seek_to(consumer, topic, partition, target).await,
@@ -104,12 +95,15 @@ impl Worker {
                 self.seek_to(consumer, topic, partition, Target::Offset(last + 1))
                     .await
             }
-            Resume::Recreated { committed, end }
-                if self
-                    .config
-                    .accept_recreated_topics
-                    .iter()
-                    .any(|t| t == topic) =>
+            Resume::Recreated {
+                committed,
+                low,
+                end,
+            } if self
+                .config
+                .accept_recreated_topics
+                .iter()
+                .any(|t| t == topic) =>
             {
                 self.start_over(topic, partition, committed, low).await?;
                 tracing::warn!(
@@ -123,7 +117,7 @@ impl Worker {
                 self.seek_to(consumer, topic, partition, Target::Offset(low))
                     .await
             }
-            Resume::Recreated { committed, end } => {
+            Resume::Recreated { committed, end, .. } => {
                 self.block(consumer, topic, partition, committed, end);
                 Ok(())
             }
@@ -193,7 +187,7 @@ impl Worker {
             .filter_map(|(k, s)| s.next.map(|n| (k.clone(), n)))
             .collect();
         for ((topic, partition), next) in standing {
-            let (decision, low) = self
+            let decision = self
                 .decide(consumer, &topic, partition, Some(next - 1))
                 .await?;
             if decision == Resume::At(Target::Offset(next)) {
@@ -204,8 +198,7 @@ impl Worker {
                 // What is buffered belongs to the old generation: commit it first.
                 self.flush_topic(consumer, &topic).await?;
             }
-            self.position(consumer, &topic, partition, decision, low)
-                .await?;
+            self.position(consumer, &topic, partition, decision).await?;
         }
         Ok(())
     }
@@ -217,7 +210,8 @@ impl Worker {
             return;
         };
         let lost = last - first + 1;
-        let now = chrono::DateTime::from_timestamp_millis(now_ms())
+        let detected_ms = now_ms();
+        let now = chrono::DateTime::from_timestamp_millis(detected_ms)
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
             .unwrap_or_default();
         let rejection = Rejection {
@@ -235,7 +229,7 @@ impl Worker {
                 kafka_timestamp_ms: None,
                 key: None,
                 payload: None,
-                received_at_us: now_ms() * 1000,
+                received_at_us: detected_ms * 1000,
             },
             &rejection,
         );
@@ -276,12 +270,11 @@ impl Worker {
             .lock()
             .expect("fetch tracker")
             .forget(topic, partition);
-        let reason = format!("archived through offset {committed}, Kafka's end is {end}");
         self.metrics
             .blocked
             .lock()
-            .expect("blocked map")
-            .insert(key, reason);
+            .expect("blocked set")
+            .insert(key);
         tracing::error!(
             topic,
             partition,

@@ -108,20 +108,15 @@ pub fn probe(
     }
 }
 
-/// Whether a record at or after `offset` can still be fetched (a batch that cannot be decoded
-/// counts: it is there). `Err` when the broker could not be asked.
-pub fn record_at_or_after(
-    client: &ClientConfig,
-    tokens: &TokenSource,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-    timeout: Duration,
-) -> Result<bool, String> {
-    match probe(client, tokens, topic, partition, offset, timeout) {
-        ProbeResult::Decodes | ProbeResult::Undecodable(_) => Ok(true),
-        ProbeResult::Nothing(_) => Ok(false),
-        ProbeResult::Unknown(why) => Err(why),
+impl ProbeResult {
+    /// Whether a record at or after the probed offset can still be fetched (a batch that
+    /// cannot be decoded counts: it is there). `Err` when the broker could not be asked.
+    pub fn record_exists(self) -> Result<bool, String> {
+        match self {
+            Self::Decodes | Self::Undecodable(_) => Ok(true),
+            Self::Nothing(_) => Ok(false),
+            Self::Unknown(why) => Err(why),
+        }
     }
 }
 

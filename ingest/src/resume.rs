@@ -42,9 +42,10 @@ pub enum Resume {
     Gap { first: i64, last: i64 },
     /// Kafka's end offset is below the next expected one: ask the broker whether the record
     /// at `committed` is still there before deciding (see [`confirmed`]).
-    Confirm { committed: i64 },
-    /// The partition restarted below what the table archived: stop it.
-    Recreated { committed: i64, end: i64 },
+    Confirm { committed: i64, low: i64, end: i64 },
+    /// The partition restarted below what the table archived: stop it (or, accepted, start
+    /// over at `low`, the new topic's first offset).
+    Recreated { committed: i64, low: i64, end: i64 },
 }
 
 /// Decides from `committed` (the table's `txn(p)`; or, while running, the offset before the
@@ -59,7 +60,11 @@ pub fn classify(committed: Option<i64>, low: i64, high: i64, start: Start) -> Re
     };
     let next = committed.saturating_add(1);
     if high < next {
-        Resume::Confirm { committed }
+        Resume::Confirm {
+            committed,
+            low,
+            end: high,
+        }
     } else if low > next {
         Resume::Gap {
             first: next,
@@ -71,12 +76,16 @@ pub fn classify(committed: Option<i64>, low: i64, high: i64, start: Start) -> Re
 }
 
 /// The answer to [`Resume::Confirm`]: whether a record at or after `committed` could still be
-/// fetched. `end` is the end offset Kafka reported.
-pub fn confirmed(committed: i64, end: i64, record_still_there: bool) -> Resume {
+/// fetched. `low` and `end` are the offsets Kafka reported.
+pub fn confirmed(committed: i64, low: i64, end: i64, record_still_there: bool) -> Resume {
     if record_still_there {
         Resume::At(Target::Offset(committed.saturating_add(1)))
     } else {
-        Resume::Recreated { committed, end }
+        Resume::Recreated {
+            committed,
+            low,
+            end,
+        }
     }
 }
 
@@ -116,17 +125,22 @@ mod tests {
         // Recreated: the end is below what was archived.
         assert_eq!(
             classify(Some(99), 0, 12, Start::Beginning),
-            Resume::Confirm { committed: 99 }
+            Resume::Confirm {
+                committed: 99,
+                low: 0,
+                end: 12
+            }
         );
         assert_eq!(
-            confirmed(99, 12, false),
+            confirmed(99, 0, 12, false),
             Resume::Recreated {
                 committed: 99,
+                low: 0,
                 end: 12
             }
         );
         // A broker whose end offset lags its log: the record is there, read on.
-        assert_eq!(confirmed(99, 12, true), Resume::At(Target::Offset(100)));
+        assert_eq!(confirmed(99, 0, 12, true), Resume::At(Target::Offset(100)));
     }
 
     proptest! {
@@ -145,8 +159,8 @@ mod tests {
                     prop_assert_eq!(last + 1, low);
                     prop_assert!(first <= last && low <= high);
                 }
-                Resume::Confirm { committed: c } => {
-                    prop_assert_eq!(c, committed);
+                Resume::Confirm { committed: c, low: l, end } => {
+                    prop_assert_eq!((c, l, end), (committed, low, high));
                     prop_assert!(high < committed + 1);
                 }
                 other => prop_assert!(false, "unexpected {:?}", other),

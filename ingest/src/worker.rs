@@ -335,10 +335,9 @@ impl Worker {
                     event_time,
                 },
             );
-            let (decision, low) = self.decide(consumer, topic, partition, committed).await?;
+            let decision = self.decide(consumer, topic, partition, committed).await?;
             tracing::info!(topic, partition, committed = ?committed, committed_rejected = ?committed_rejected, ?decision, "partition resolved");
-            self.position(consumer, topic, partition, decision, low)
-                .await?;
+            self.position(consumer, topic, partition, decision).await?;
         }
         Ok(())
     }
@@ -397,7 +396,7 @@ impl Worker {
                         self.resolve_with_retry(consumer, topic, &keep).await?;
                     }
                 }
-                let mut blocked = self.metrics.blocked.lock().expect("blocked map");
+                let mut blocked = self.metrics.blocked.lock().expect("blocked set");
                 for key in &list {
                     self.partitions.remove(key);
                     self.unseeked.remove(key);
