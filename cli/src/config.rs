@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use loglake_agent::AgentConfig;
 use loglake_compactor::CompactorConfig;
 use loglake_ingest::{IngestConfig, KafkaConfig};
 use loglake_lake::LakeConfig;
@@ -14,7 +15,9 @@ use toml::Value;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub lake: LakeConfig,
+    /// Every command but `agent` needs it.
+    #[serde(default)]
+    pub lake: Option<LakeConfig>,
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
     #[serde(default)]
@@ -23,6 +26,8 @@ pub struct Config {
     pub compactor: CompactorConfig,
     #[serde(default)]
     pub serve: ServeConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -249,6 +254,13 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         Kind::List,
     ),
     ("LOGLAKE_SERVE_LATE_GRACE", "serve.late_grace", Kind::Str),
+    ("LOGLAKE_AGENT_STATE_DIR", "agent.state_dir", Kind::Str),
+    (
+        "LOGLAKE_AGENT_METRICS_LISTEN",
+        "agent.metrics_listen",
+        Kind::Str,
+    ),
+    ("LOGLAKE_AGENT_HOST", "agent.host", Kind::Str),
     (
         "LOGLAKE_SERVE_QUERY_THREADS",
         "serve.query_threads",
@@ -347,6 +359,17 @@ pub fn load(
     for o in flags {
         set_path(&mut root, &o.path, o.value.clone())?;
     }
+    // A [lake] without its url (only LOGLAKE_S3_* in the environment, say) counts as no
+    // [lake]: the agent does not need one, and every other command says it is required.
+    if let Some(table) = root.as_table_mut() {
+        if table
+            .get("lake")
+            .and_then(Value::as_table)
+            .is_some_and(|lake| !lake.contains_key("url"))
+        {
+            table.remove("lake");
+        }
+    }
     let source = file
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "environment".into());
@@ -362,7 +385,8 @@ pub fn load(
     config.ingest.validate()?;
     config.compactor.validate()?;
     if let Some(k) = &config.kafka {
-        k.validate()?;
+        // The subscription is checked by `ingest` alone: the agent names its topics per input.
+        k.validate_security()?;
     }
     Ok(config)
 }
@@ -403,7 +427,7 @@ mod tests {
             ("LOGLAKE_KAFKA_TOPICS".into(), "u, v".into()),
         ];
         let c = load(Some(f.path()), env.clone(), &[]).unwrap();
-        assert_eq!(c.lake.url, "file:///b");
+        assert_eq!(c.lake.unwrap().url, "file:///b");
         assert_eq!(c.kafka.as_ref().unwrap().topics, vec!["u", "v"]);
         let c = load(
             Some(f.path()),
@@ -411,7 +435,7 @@ mod tests {
             &[Override::str("lake.url", "file:///c")],
         )
         .unwrap();
-        assert_eq!(c.lake.url, "file:///c");
+        assert_eq!(c.lake.unwrap().url, "file:///c");
     }
 
     #[test]
@@ -422,9 +446,9 @@ mod tests {
         let f = write("[lake]\nurl = \"file:///a\"\nurll = 1\n");
         let err = load(Some(f.path()), [], &[]).unwrap_err().to_string();
         assert!(err.contains("urll"), "{err}");
-        let f = write("[lake]\n");
-        let err = load(Some(f.path()), [], &[]).unwrap_err().to_string();
-        assert!(err.contains("url"), "{err}");
+        // A [lake] without its url is no [lake]: commands that need one say so.
+        let f = write("[lake]\n[lake.s3]\nregion = \"x\"\n");
+        assert!(load(Some(f.path()), [], &[]).unwrap().lake.is_none());
         let err = load(
             None,
             [("LOGLAKE_LAKE_SINGLE_WRITER".into(), "maybe".into())],

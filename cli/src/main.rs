@@ -86,6 +86,12 @@ enum Command {
         /// The SQL statement; "-" or none reads it from standard input.
         sql: Option<String>,
     },
+    /// Tail log files on this host into Kafka until SIGTERM. See [agent].
+    Agent {
+        /// Overrides agent.state_dir.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
     /// List the lake's tables and their SQL names.
     Tables,
     /// Check that the lake's store enforces put-if-absent, as concurrent Delta commits need.
@@ -172,15 +178,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     {
         flags.push(Override::str("serve.http_listen", addr));
     }
+    if let Command::Agent {
+        state_dir: Some(dir),
+    } = &cli.command
+    {
+        flags.push(Override::str(
+            "agent.state_dir",
+            dir.to_string_lossy().into_owned(),
+        ));
+    }
     let path = config::resolve_path(cli.config.clone());
     let config = config::load(path.as_deref(), std::env::vars(), &flags)?;
-    let lake = loglake_lake::Lake::connect(&config.lake).await?;
+    if let Command::Agent { .. } = cli.command {
+        let kafka = config
+            .kafka
+            .clone()
+            .context("invalid configuration: [kafka] is required for the agent (brokers)")?;
+        let shutdown = CancellationToken::new();
+        install_signals(shutdown.clone())?;
+        loglake_agent::run(kafka, config.agent.clone(), shutdown).await?;
+        return Ok(());
+    }
+    let lake_config = config.lake.clone().context(
+        "invalid configuration: lake.url is required (\"s3://bucket/prefix\" or \"file:///dir\")",
+    )?;
+    let lake = loglake_lake::Lake::connect(&lake_config).await?;
 
     match cli.command {
         Command::Ingest { .. } => {
             let kafka = config.kafka.clone().context(
                 "invalid configuration: [kafka] is required for ingest (brokers, topics)",
             )?;
+            kafka.validate()?;
             let schemas = loglake_schemas::SchemaSet::load_dir(&config.ingest.schemas_dir)?;
             let shutdown = CancellationToken::new();
             install_signals(shutdown.clone())?;
@@ -255,6 +284,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             output::write_stdout(out.as_bytes())?;
         }
+        Command::Agent { .. } => unreachable!("handled before the lake is opened"),
         Command::CheckStore => {
             lake.check_store().await?;
             output::write_stdout(

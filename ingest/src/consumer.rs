@@ -62,7 +62,8 @@ impl TokenSource {
         })
     }
 
-    fn token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
+    /// A fresh SASL/OAUTHBEARER token, for a `ClientContext::generate_oauth_token`.
+    pub fn token(&self) -> Result<OAuthToken, Box<dyn std::error::Error>> {
         let (signer, runtime) = self
             .signer
             .as_ref()
@@ -290,6 +291,44 @@ pub fn client_config(config: &KafkaConfig) -> ClientConfig {
         }
     }
     client
+}
+
+/// The settings that reach and authenticate with the cluster, for a client that is not a
+/// consumer (the agent's producer): brokers, the first-class security keys, then
+/// `kafka.options` except the consumer-only keys loglake itself sets or refuses.
+pub fn connection_config(config: &KafkaConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.brokers);
+    for setting in config.client_settings() {
+        client.set(setting.key, setting.value);
+    }
+    for (key, value) in &config.options {
+        if !is_consumer_only(key) {
+            client.set(key, value);
+        }
+    }
+    client
+}
+
+/// librdkafka properties that only a consumer reads (a producer given one logs a warning).
+fn is_consumer_only(key: &str) -> bool {
+    key.starts_with("group.")
+        || key.starts_with("fetch.")
+        || key.starts_with("enable.auto.")
+        || key.starts_with("auto.")
+        || key.starts_with("queued.")
+        || matches!(
+            key,
+            "session.timeout.ms"
+                | "heartbeat.interval.ms"
+                | "max.poll.interval.ms"
+                | "partition.assignment.strategy"
+                | "isolation.level"
+                | "check.crcs"
+                | "coordinator.query.interval.ms"
+                | "consume.callback.max.messages"
+                | "enable.partition.eof"
+        )
 }
 
 /// Builds the consumer, checks that the cluster answers (bad credentials, an untrusted

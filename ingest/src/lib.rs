@@ -51,6 +51,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::{IngestConfig, KafkaConfig};
+pub use consumer::{connection_config, TokenSource};
 pub use error::IngestError;
 pub use metrics::Metrics;
 

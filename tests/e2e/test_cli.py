@@ -20,6 +20,7 @@ def test_invalid_config_names_the_key(tmp_path):
         '[lake]\nurl = "file:///tmp/x"\n[kafka]\nbrokers = "b:1"\n': "kafka.topics",
         '[lake]\nurl = "file:///tmp/x"\n[kafka]\nbrokers = "b:1"\ntopics = ["t"]\n[kafka.options]\n"enable.auto.commit" = "true"\n': "enable.auto.commit",
         '[lake\n': "not valid TOML",
+        '[kafka]\nbrokers = "b:1"\ntopics = ["t"]\n': "lake.url is required",
     }
     for text, needle in cases.items():
         path = tmp_path / "bad.toml"

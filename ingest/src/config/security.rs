@@ -97,7 +97,8 @@ impl KafkaConfig {
         }
     }
 
-    pub(super) fn validate_security(&self) -> Result<(), IngestError> {
+    /// Checks the connection and security keys (not the subscription): what any client needs.
+    pub fn validate_security(&self) -> Result<(), IngestError> {
         let bad = |key: &str, message: String| IngestError::Config {
             key: key.to_string(),
             message,
