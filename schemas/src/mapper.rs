@@ -329,6 +329,13 @@ impl Mapper {
             if level.is_none() && self.pattern.is_none() {
                 level = detect_level(line).map(str::to_string);
             }
+        } else if level.is_none() {
+            // A text line a collector wrapped as {"message": ...} (loglake agent, Vector,
+            // Fluent Bit, Filebeat) has its level in the text, as a raw text line does.
+            level = message
+                .as_deref()
+                .and_then(detect_level)
+                .map(str::to_string);
         }
         let attributes = all.into_attributes();
         Ok(Row {
@@ -454,6 +461,22 @@ mod tests {
 
     fn default_mapper() -> Mapper {
         Mapper::new(&TopicSchema::default()).unwrap()
+    }
+
+    #[test]
+    fn a_wrapped_text_line_gets_its_level_from_the_message() {
+        let row = default_mapper()
+            .map(&raw(br#"{"timestamp":"2026-01-02T01:00:00Z","host":"h","message":"2026-01-02 01:00:00 WARN disk 91% full","file":"/var/log/a.log"}"#))
+            .unwrap();
+        assert_eq!(row.level.as_deref(), Some("WARN"));
+        let row = default_mapper()
+            .map(&raw(br#"{"message":"ERROR in text","level":"info"}"#))
+            .unwrap();
+        assert_eq!(row.level.as_deref(), Some("info"), "a level field wins");
+        let row = default_mapper()
+            .map(&raw(br#"{"message":"nothing to see"}"#))
+            .unwrap();
+        assert_eq!(row.level, None);
     }
 
     #[test]

@@ -611,6 +611,7 @@ def test_agent_to_lake(stack, tmp_path, agents, workers):
     for t in texts:
         attrs = json.loads(by_message[t]["attributes"])
         assert attrs.get("file") == str(path), attrs
+        assert by_message[t]["level"] == "INFO", "the level word of a wrapped text line"
         assert {k: attrs.get(k) for k in LABELS} == LABELS, attrs
     for o in objs:
         r = by_message[o["msg"]]
