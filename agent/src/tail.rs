@@ -101,6 +101,11 @@ impl Tracked {
             && self.flight.pending.is_empty()
     }
 
+    /// Not open, and something to read: new, or grown since it was closed.
+    fn wants_a_slot(&self) -> bool {
+        self.file.is_none() && (self.start.is_none() || self.size > self.read_pos)
+    }
+
     /// Forgets everything after the acknowledged offset: it is read again from there.
     fn rewind(&mut self, to: u64, in_flight: &mut InFlight) {
         self.flight.generation = self.flight.generation.wrapping_add(1);
@@ -417,7 +422,7 @@ impl Tailer {
         self.open_waiting(now);
         let mut waiting = 0;
         for t in self.files.values() {
-            if t.file.is_none() {
+            if t.wants_a_slot() {
                 waiting += 1;
             }
             let label = FileLabel {
@@ -551,7 +556,7 @@ impl Tailer {
         let wanting: Vec<u64> = self
             .files
             .iter()
-            .filter(|(_, t)| t.file.is_none() && (t.size > t.read_pos || t.start.is_none()))
+            .filter(|(_, t)| t.wants_a_slot())
             .map(|(id, _)| *id)
             .collect();
         let mut idle: Vec<u64> =

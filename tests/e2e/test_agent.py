@@ -46,7 +46,7 @@ class AgentSetup:
     """A topic, a directory of log files, a state directory and the agent's config file."""
 
     def __init__(self, stack, tmp, name, partitions=1, agent=None, producer_options=None, inputs=None,
-                 input_options=None, topic=None):
+                 input_options=None, topic=None, brokers=None, kafka=None):
         self.stack = stack
         self.tmp = Path(tmp)
         self.topic = topic or f"agent-{name}-{uuid.uuid4().hex[:6]}"
@@ -58,7 +58,9 @@ class AgentSetup:
         self.input_name = f"in-{name}"
         opts = {"state_dir": str(self.state), "metrics_listen": "127.0.0.1:0", "host": HOST,
                 "poll_interval": "200ms", "rotate_wait": "2s", "checkpoint_interval": "1s", **(agent or {})}
-        lines = ["[kafka]", f"brokers = {toml_value(stack['LOGLAKE_KAFKA_BROKERS'])}", "[agent]"]
+        lines = ["[kafka]", f"brokers = {toml_value(brokers or stack['LOGLAKE_KAFKA_BROKERS'])}"]
+        lines += [f"{k} = {toml_value(v)}" for k, v in (kafka or {}).items()]
+        lines += ["[agent]"]
         lines += [f"{k} = {toml_value(v)}" for k, v in opts.items()]
         lines += ["[agent.producer_options]", '"linger.ms" = "5"']
         lines += [f"{json.dumps(k)} = {toml_value(v)}" for k, v in (producer_options or {}).items()]
@@ -160,7 +162,7 @@ class Rec:
         return f"Rec(@{self.offset} {text}{'...' if len(self.raw) > 200 else ''})"
 
 
-def read_topic(stack, topic, want=None, until=None, timeout=60, settle=2.0, agents=()):
+def read_topic(stack, topic, want=None, until=None, timeout=60, settle=2.0, agents=(), client=None):
     """Every record of `topic` from the start, until `until(records)` (default: `want` records)
     holds and then `settle` seconds more (to see duplicates or extras), or `timeout`."""
     if until is None:
@@ -168,7 +170,7 @@ def read_topic(stack, topic, want=None, until=None, timeout=60, settle=2.0, agen
     c = Consumer({"bootstrap.servers": stack["LOGLAKE_KAFKA_BROKERS"], "group.id": f"t-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest", "enable.auto.commit": False,
                   "fetch.max.bytes": 50_000_000, "max.partition.fetch.bytes": 20_000_000,
-                  "receive.message.max.bytes": 100_000_000})
+                  "receive.message.max.bytes": 100_000_000, **(client or {})})
     try:
         md = c.list_topics(topic, timeout=10)
         parts = sorted(md.topics[topic].partitions)
@@ -618,3 +620,70 @@ def test_agent_to_lake(stack, tmp_path, agents, workers):
         attrs = json.loads(r["attributes"])
         assert attrs.get("file") == str(path) and attrs.get("user") == o["user"], attrs
         assert r["level"] == "warn"
+
+
+def test_more_files_than_max_open_files_all_arrive(stack, tmp_path, agents):
+    """Twelve files through three slots: idle files are closed (their positions kept) so the
+    waiting ones get read, and a closed file that grows again is read on from where it was."""
+    s = AgentSetup(stack, tmp_path, "slots", agent={"max_open_files": 3})
+    files = [s.path(f"f{i:02d}.log") for i in range(12)]
+    for fi, path in enumerate(files):
+        append(path, b"".join(line(fi, seq, 0) for seq in range(100)))
+    a = start(agents, s)
+    expected = {(fi, seq) for fi in range(12) for seq in range(100)}
+    have_first = lambda recs: {parse_id(r.message)[:2] for r in recs} >= expected  # noqa: E731
+    read_topic(stack, s.topic, until=have_first, timeout=90, settle=0.5, agents=[a])
+    assert a.metric("loglake_agent_open_files") <= 3
+    for fi, path in enumerate(files):
+        append(path, b"".join(line(fi, seq, 0) for seq in range(100, 150)))
+    expected = {(fi, seq) for fi in range(12) for seq in range(150)}
+    have_all = lambda recs: {parse_id(r.message)[:2] for r in recs} >= expected  # noqa: E731
+    recs = read_topic(stack, s.topic, until=have_all, timeout=90, settle=2.0, agents=[a])
+    ids = [parse_id(r.message)[:2] for r in recs]
+    missing, dups, extra = missing_and_dups(ids, expected)
+    assert not missing, f"{len(missing)} lines lost, e.g. {missing[:10]}\n{a.tail()}"
+    assert not dups and not extra, (dups[:10], extra[:10])
+    assert not first_occurrence_order_violations(ids)
+    assert a.metric("loglake_agent_open_files") <= 3
+    assert a.metric("loglake_agent_files_waiting") == 0
+    code, _ = a.term()
+    assert code == 0, a.tail()
+
+
+def test_agent_over_tls(tmp_path, agents):
+    """The agent reaches a TLS listener with the cluster's CA, as production agents do; with
+    a CA that did not sign the broker's certificate it delivers nothing, says why, and keeps
+    its position."""
+    from kafka_tls import start_tls_broker, stop
+    from test_kafka_security import client_config, create_topic_over_tls
+    broker = start_tls_broker(tmp_path / "tls")
+    tls_stack = {"LOGLAKE_KAFKA_BROKERS": broker["brokers"]}
+    try:
+        topic = f"agent-tls-{uuid.uuid4().hex[:6]}"
+        create_topic_over_tls(broker, topic, 1)
+        s = AgentSetup(tls_stack, tmp_path, "tls", topic=topic,
+                       kafka={"security_protocol": "ssl", "ssl_ca_location": broker["ca"]})
+        append(s.path("app.log"), b"".join(line(0, seq, 0) for seq in range(500)))
+        a = start(agents, s)
+        recs = read_topic(tls_stack, topic, 500, timeout=60, settle=1.0, agents=[a], client=client_config(broker))
+        assert sorted(parse_id(r.message)[:2] for r in recs) == [(0, seq) for seq in range(500)], a.tail()
+        code, _ = a.term()
+        assert code == 0, a.tail()
+
+        bad = AgentSetup(tls_stack, tmp_path, "tls-bad", topic=topic,
+                         kafka={"security_protocol": "ssl", "ssl_ca_location": broker["wrong_ca"]})
+        append(bad.path("app.log"), b"".join(line(1, seq, 0) for seq in range(10)))
+        b = start(agents, bad)
+        deadline = time.time() + 20
+        while time.time() < deadline and "certificate verify failed" not in b.text().lower():
+            time.sleep(0.3)
+        assert "certificate verify failed" in b.text().lower(), b.tail()
+        code, _ = b.term()
+        assert code == 0, b.tail()
+        recs = read_topic(tls_stack, topic, 500, timeout=10, settle=1.0, client=client_config(broker))
+        assert len(recs) == 500, "nothing from the agent with the wrong CA"
+        saved = bad.state / "positions.json"
+        offsets = [f["offset"] for f in json.loads(saved.read_text())["files"]] if saved.exists() else []
+        assert all(o == 0 for o in offsets), offsets
+    finally:
+        stop(broker)
