@@ -67,7 +67,7 @@ impl Default for AgentConfig {
             max_open_files: 1024,
             checkpoint_interval: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
-            max_in_flight: ByteSize::mib(16),
+            max_in_flight: ByteSize::mib(4),
             producer_options: BTreeMap::new(),
             inputs: Vec::new(),
         }

@@ -55,10 +55,10 @@ struct Input {
 struct Flight {
     /// Bumped when the file is read again from an earlier offset: acknowledgements of older
     /// records no longer move its offset.
-    generation: u32,
+    generation: u8,
     next_seq: u64,
-    /// (seq, the offset just past the record), oldest first.
-    pending: VecDeque<(u64, u64)>,
+    /// (seq, the offset just past the record, its bytes), oldest first.
+    pending: VecDeque<(u64, u64, u32)>,
     /// Acknowledged out of order (after a retry).
     done: BTreeSet<u64>,
     /// Encoded records the producer's queue had no room for: sent before anything newer.
@@ -66,7 +66,7 @@ struct Flight {
 }
 
 struct Tracked {
-    id: u64,
+    id: u32,
     key: FileKey,
     input: usize,
     path: PathBuf,
@@ -109,10 +109,11 @@ impl Tracked {
     /// Forgets everything after the acknowledged offset: it is read again from there.
     fn rewind(&mut self, to: u64, in_flight: &mut InFlight) {
         self.flight.generation = self.flight.generation.wrapping_add(1);
-        for (_, record) in self.flight.outbox.drain(..) {
-            in_flight.remove(record.len() as u64);
+        // Written off now: acknowledgements of an older generation are ignored.
+        for (_, _, bytes) in self.flight.pending.drain(..) {
+            in_flight.remove(u64::from(bytes));
         }
-        self.flight.pending.clear();
+        self.flight.outbox.clear();
         self.flight.done.clear();
         self.reader.reset();
         if let Some(m) = &mut self.multiline {
@@ -159,9 +160,9 @@ pub struct Tailer {
     config: AgentConfig,
     host: String,
     inputs: Vec<Input>,
-    files: BTreeMap<u64, Tracked>,
-    by_key: HashMap<FileKey, u64>,
-    next_id: u64,
+    files: BTreeMap<u32, Tracked>,
+    by_key: HashMap<FileKey, u32>,
+    next_id: u32,
     /// Positions loaded at start and not yet matched to a file found.
     known: HashMap<FileKey, Position>,
     first_start: bool,
@@ -327,18 +328,22 @@ impl Tailer {
                 }
             }
             Event::Stop => {}
-            Event::Delivered(ack, result) => self.acknowledged(*ack, result, now),
+            Event::Delivered(ack, result) => self.acknowledged(ack, result, now),
         }
     }
 
     fn acknowledged(&mut self, ack: Ack, result: Result<(), KafkaError>, now: Instant) {
-        self.in_flight.remove(ack.bytes as u64);
         let Some(t) = self.files.get_mut(&ack.file) else {
             return;
         };
         if ack.generation != t.flight.generation {
             return;
         }
+        let Some(&(front, _, _)) = t.flight.pending.front() else {
+            return;
+        };
+        // The full sequence number from its low 32 bits: pending records are consecutive.
+        let seq = front + u64::from(ack.seq.wrapping_sub(front as u32));
         let input = &mut self.inputs[t.input];
         match result {
             Ok(()) => {
@@ -346,20 +351,22 @@ impl Tailer {
                 input.counters.sent.inc();
                 t.failures = 0;
                 let f = &mut t.flight;
-                if f.pending.front().is_some_and(|(s, _)| *s == ack.seq) {
-                    let (_, end) = f.pending.pop_front().expect("front");
-                    t.acked = end;
-                    while let Some(&(s, end)) = f.pending.front() {
-                        if !f.done.remove(&s) {
-                            break;
-                        }
-                        f.pending.pop_front();
-                        t.acked = end;
-                    }
-                    self.dirty_since.get_or_insert(now);
-                } else {
-                    f.done.insert(ack.seq);
+                if seq != front {
+                    f.done.insert(seq);
+                    return;
                 }
+                let (_, end, bytes) = f.pending.pop_front().expect("front");
+                self.in_flight.remove(u64::from(bytes));
+                t.acked = end;
+                while let Some(&(s, end, bytes)) = f.pending.front() {
+                    if !f.done.remove(&s) {
+                        break;
+                    }
+                    f.pending.pop_front();
+                    self.in_flight.remove(u64::from(bytes));
+                    t.acked = end;
+                }
+                self.dirty_since.get_or_insert(now);
             }
             Err(e) => {
                 self.metrics.send_errors.inc();
@@ -368,7 +375,13 @@ impl Tailer {
                     Some(RDKafkaErrorCode::MessageSizeTooLarge)
                 ) && input.max_line > 1024
                 {
-                    input.max_line = (ack.bytes as usize / 2).max(1024);
+                    let bytes = t
+                        .flight
+                        .pending
+                        .iter()
+                        .find(|p| p.0 == seq)
+                        .map_or(input.max_line, |p| p.2 as usize);
+                    input.max_line = (bytes / 2).clamp(1024, input.max_line);
                     tracing::warn!(topic = %input.config.topic, max_line = input.max_line,
                         "the broker refused a record as too large: lines of this input are now cut at {} bytes (set agent.max_line_bytes below the topic's max.message.bytes)", input.max_line);
                 }
@@ -437,7 +450,7 @@ impl Tailer {
     }
 
     /// A tracked file seen again at `path`.
-    fn refresh(&mut self, id: u64, path: PathBuf, meta: &std::fs::Metadata, now: Instant) {
+    fn refresh(&mut self, id: u32, path: PathBuf, meta: &std::fs::Metadata, now: Instant) {
         let host = self.host.clone();
         let t = self.files.get_mut(&id).expect("tracked");
         if t.path != path {
@@ -495,8 +508,7 @@ impl Tailer {
         meta: &std::fs::Metadata,
         now: Instant,
     ) {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = self.next_free_id();
         let start_at_end = self.first_start && self.inputs[input].config.read_from == ReadFrom::End;
         let max_line = self.inputs[input].max_line;
         let multiline = self.inputs[input].rule.clone().map(|rule| {
@@ -537,6 +549,17 @@ impl Tailer {
         self.files.insert(id, t);
     }
 
+    /// A file id no tracked file holds (ids wrap at 2^24, the room an `Ack` has).
+    fn next_free_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = (self.next_id + 1) % Ack::FILE_IDS;
+            if !self.files.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
     /// Positions saved for files not found at start: gone while the agent was down.
     fn forget_vanished(&mut self) {
         for (_, p) in self.known.drain() {
@@ -553,15 +576,15 @@ impl Tailer {
     /// waiting ones that have something to read.
     fn open_waiting(&mut self, now: Instant) {
         let mut open = self.open_count();
-        let wanting: Vec<u64> = self
+        let wanting: Vec<u32> = self
             .files
             .iter()
             .filter(|(_, t)| t.wants_a_slot())
             .map(|(id, _)| *id)
             .collect();
-        let mut idle: Vec<u64> =
+        let mut idle: Vec<u32> =
             if wanting.len() > self.config.max_open_files - open.min(self.config.max_open_files) {
-                let mut idle: Vec<(Instant, u64)> = self
+                let mut idle: Vec<(Instant, u32)> = self
                     .files
                     .iter()
                     .filter(|(_, t)| {
@@ -597,7 +620,7 @@ impl Tailer {
 
     /// Opens a tracked file and decides where it is read from. False if it could not be
     /// opened (it is tried again on the next scan).
-    fn open(&mut self, id: u64, now: Instant) -> bool {
+    fn open(&mut self, id: u32, now: Instant) -> bool {
         let t = self.files.get_mut(&id).expect("tracked");
         let file = match File::open(&t.path) {
             Ok(f) => f,
@@ -669,8 +692,8 @@ impl Tailer {
     fn read_round(&mut self, now: Instant) -> bool {
         let max_in_flight = self.config.max_in_flight.as_u64();
         let mut progressed = false;
-        let mut timestamp: Option<String> = None;
-        let ids: Vec<u64> = self.files.keys().copied().collect();
+        let mut timestamp: Option<(i64, String)> = None;
+        let ids: Vec<u32> = self.files.keys().copied().collect();
         for id in ids {
             let t = self.files.get_mut(&id).expect("tracked");
             if let Some(at) = t.retry_at {
@@ -758,7 +781,7 @@ impl Tailer {
 
     /// Timeouts: partial last lines, multi-line records, files that left their path.
     fn expire(&mut self, now: Instant) {
-        let mut timestamp: Option<String> = None;
+        let mut timestamp: Option<(i64, String)> = None;
         let mut finished = Vec::new();
         for (&id, t) in self.files.iter_mut() {
             let input = &self.inputs[t.input];
@@ -869,12 +892,12 @@ impl Tailer {
 fn send_outbox(t: &mut Tracked, input: &Input, producer: &Producer, host: &str) -> bool {
     let mut sent = false;
     while let Some((seq, record)) = t.flight.outbox.front() {
-        let ack = Box::new(Ack {
+        let ack = Ack {
             file: t.id,
             generation: t.flight.generation,
-            seq: *seq,
-            bytes: record.len() as u32,
-        });
+            seq: *seq as u32,
+        }
+        .pack();
         let r = BaseRecord::with_opaque_to(&input.config.topic, ack)
             .key(host)
             .payload(&record[..]);
@@ -896,9 +919,10 @@ struct Sink<'a> {
     input: &'a Input,
     host: &'a str,
     fields: &'a Fields,
-    timestamp: &'a str,
+    /// The read time: Unix ms and the JSON string.
+    timestamp: &'a (i64, String),
     flight: &'a mut Flight,
-    file: u64,
+    file: u32,
     in_flight: &'a mut InFlight,
 }
 
@@ -907,25 +931,25 @@ impl Sink<'_> {
         let mut bytes = line.bytes;
         let mut truncated = line.truncated;
         loop {
-            let e = encode(self.out, bytes, truncated, self.fields, self.timestamp);
+            let e = encode(self.out, bytes, truncated, self.fields, &self.timestamp.1);
             let seq = self.flight.next_seq;
             if !self.flight.outbox.is_empty() {
                 self.queue(seq, line.end, e.invalid_utf8, truncated);
                 return;
             }
-            let ack = Box::new(Ack {
+            let ack = Ack {
                 file: self.file,
                 generation: self.flight.generation,
-                seq,
-                bytes: self.out.len() as u32,
-            });
+                seq: seq as u32,
+            }
+            .pack();
             let record = BaseRecord::with_opaque_to(&self.input.config.topic, ack)
                 .key(self.host)
-                .payload(&self.out[..]);
+                .payload(&self.out[..])
+                .timestamp(self.timestamp.0);
             match self.producer.send(record) {
                 Ok(()) => {
                     self.sent(seq, line.end, e.invalid_utf8, truncated);
-                    self.in_flight.add(self.out.len() as u64);
                     return;
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
@@ -947,13 +971,14 @@ impl Sink<'_> {
 
     fn queue(&mut self, seq: u64, end: u64, invalid_utf8: bool, truncated: bool) {
         self.flight.outbox.push_back((seq, self.out.clone()));
-        self.in_flight.add(self.out.len() as u64);
         self.sent(seq, end, invalid_utf8, truncated);
     }
 
     fn sent(&mut self, seq: u64, end: u64, invalid_utf8: bool, truncated: bool) {
+        let bytes = self.out.len() as u32;
         self.flight.next_seq += 1;
-        self.flight.pending.push_back((seq, end));
+        self.flight.pending.push_back((seq, end, bytes));
+        self.in_flight.add(u64::from(bytes));
         if truncated {
             self.input.counters.truncated.inc();
         }
