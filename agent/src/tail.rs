@@ -366,6 +366,11 @@ impl Tailer {
                     self.in_flight.remove(u64::from(bytes));
                     t.acked = end;
                 }
+                if f.pending.is_empty() && f.pending.capacity() > 64 {
+                    // A burst's bookkeeping is not kept for the file's idle life: with
+                    // thousands of files it would add up.
+                    f.pending = VecDeque::new();
+                }
                 self.dirty_since.get_or_insert(now);
             }
             Err(e) => {
