@@ -4,8 +4,10 @@
 //! second `txn` (see `loglake_lake::progress`), from which readers derive `complete_through`.
 //!
 //! **Invariant:** every bad record at or below the data table's `txn(p)` is in the quarantine
-//! table (its commit comes first), so a restart resumes at `txn(p) + 1` of the data table and
-//! skips bad records at or below the quarantine table's `txn(p)`.
+//! table (its commit comes first), so a restart resumes at `txn(p) + 1` of the data table. If
+//! the quarantine table's `txn(p)` is ahead (a crash between the two commits), the records of
+//! that range it holds are skipped and every other one is stored — by what was committed, not
+//! by how today's schema maps them (`Worker::quarantined_ahead`).
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
@@ -68,13 +70,18 @@ impl Worker {
             let parts: Vec<i32> = state.buffer.rejected_partitions().collect();
             let txns: Vec<TxnUpdate> = parts
                 .iter()
-                .map(|&p| TxnUpdate {
-                    app_id: app_id(&self.kafka.group_id, p),
-                    expected: self
+                .map(|&p| {
+                    let expected = self
                         .partitions
                         .get(&(topic.to_string(), p))
-                        .and_then(|s| s.committed_rejected),
-                    version: progress[&p].last,
+                        .and_then(|s| s.committed_rejected);
+                    TxnUpdate {
+                        app_id: app_id(&self.kafka.group_id, p),
+                        expected,
+                        // Never backwards: replaying a range an earlier quarantine commit
+                        // covered, a flush may end below it.
+                        version: progress[&p].last.max(expected.unwrap_or(-1)),
+                    }
                 })
                 .collect();
             let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -90,6 +97,13 @@ impl Worker {
                     Metrics::add(&self.metrics.quarantined, n as u64);
                     Metrics::add(&self.metrics.commits, 1);
                     tracing::info!(table = %dir, rows = n, version, "quarantined records committed");
+                    if std::env::var_os("LOGLAKE_TEST_FAILPOINT")
+                        .is_some_and(|f| f == "after_quarantine_commit")
+                    {
+                        // For tests: the crash between a flush's two commits.
+                        tracing::error!("LOGLAKE_TEST_FAILPOINT=after_quarantine_commit: aborting");
+                        std::process::abort();
+                    }
                 }
                 Err(LakeError::TxnConflict { .. }) => {
                     return self.reset_topic(consumer, topic).await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use deltalake::DeltaTable;
 use loglake_lake::evolve::{compare, SchemaChange};
-use loglake_lake::progress::all_txns;
+use loglake_lake::progress::{all_txns, quarantined_offsets};
 use loglake_lake::{commit, Lake, REJECTED_SUFFIX};
 use loglake_schemas::{
     table_arrow_schema, Mapper, RawRecord, RejectedRecord, SchemaSet, PARTITION_COLUMNS,
@@ -55,6 +55,10 @@ pub(crate) struct Worker {
     pub metrics: Arc<Metrics>,
     pub topics: HashMap<String, TopicState>,
     pub partitions: HashMap<(String, i32), PartitionState>,
+    /// Per partition whose quarantine `txn` is ahead of its data `txn` (a crash came between
+    /// the two commits of a flush): the offsets of that range the quarantine table holds.
+    /// Replaying the range, exactly these are skipped, whatever today's schema makes of them.
+    pub quarantined_ahead: HashMap<(String, i32), BTreeSet<i64>>,
     /// Topics whose buffer reached the file size: flush at the next turn.
     pub due: BTreeSet<String>,
     pub failing: u32,
@@ -105,6 +109,7 @@ impl Worker {
             metrics,
             topics: HashMap::new(),
             partitions: HashMap::new(),
+            quarantined_ahead: HashMap::new(),
             due: BTreeSet::new(),
             failing: 0,
             backoff_until: None,
@@ -214,6 +219,17 @@ impl Worker {
         };
         let buffer = &mut topic_state.buffer;
         let mut event_us = None;
+        let quarantined_before = offset <= committed_rejected.unwrap_or(-1)
+            && self
+                .quarantined_ahead
+                .get(&self.lookup)
+                .is_some_and(|held| held.contains(&offset));
+        if quarantined_before {
+            // Committed to the quarantine table before a crash stopped the data commit.
+            Metrics::add(&self.metrics.skipped_already_committed, 1);
+            buffer.note_offset(partition, offset, kafka_timestamp_ms, None);
+            return;
+        }
         match buffer.mapper().map(&raw) {
             Ok(row) => {
                 event_us = Some(row.timestamp_us);
@@ -224,7 +240,9 @@ impl Worker {
                     self.due.insert(topic.to_string());
                 }
             }
-            Err(rejection) if offset > committed_rejected.unwrap_or(-1) => {
+            // Bad now, and not quarantined by an earlier commit (if it lies in a range an
+            // earlier commit quarantined, it was good then: quarantined now, never lost).
+            Err(rejection) => {
                 tracing::debug!(topic, partition, offset, reason = %rejection, "record quarantined");
                 buffer.push_rejected(
                     &RejectedRecord {
@@ -239,8 +257,6 @@ impl Worker {
                     &rejection,
                 );
             }
-            // Quarantined by an earlier commit that the data table has not caught up with.
-            Err(_) => Metrics::add(&self.metrics.skipped_already_committed, 1),
         }
         buffer.note_offset(partition, offset, kafka_timestamp_ms, event_us);
     }
@@ -314,6 +330,28 @@ impl Worker {
             Some(t) => all_txns(t).await?,
             None => Default::default(),
         };
+        let mut ahead = Vec::new();
+        if let Some(rejected) = &state.rejected_table {
+            for &partition in partitions {
+                let id = app_id(&self.kafka.group_id, partition);
+                let committed = txns.get(&id).copied().unwrap_or(-1);
+                if let Some(&quarantined) = rejected_txns.get(&id).filter(|q| **q > committed) {
+                    let held =
+                        quarantined_offsets(rejected, partition, committed, quarantined).await?;
+                    tracing::info!(topic, partition, committed, quarantined, held = held.len(),
+                        "quarantine commit ahead of the data commit (a crash between them): replaying the range");
+                    ahead.push((partition, held));
+                }
+            }
+        }
+        for &partition in partitions {
+            self.quarantined_ahead
+                .remove(&(topic.to_string(), partition));
+        }
+        for (partition, held) in ahead {
+            self.quarantined_ahead
+                .insert((topic.to_string(), partition), held);
+        }
         for &partition in partitions {
             let id = app_id(&self.kafka.group_id, partition);
             let committed = txns.get(&id).copied();

@@ -138,6 +138,48 @@ pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeEr
         .map_err(|e| LakeError::delta(&name, DeltaTableError::from(e)))
 }
 
+/// The Kafka offsets of `partition` in `(after, through]` that a quarantine table holds: what
+/// a crash between the quarantine commit and the data commit left quarantined, so a worker
+/// replaying that range decides by what was committed, not by how today's schema maps a
+/// record. The range is one flush long; the scan reads the quarantine table's files that may
+/// hold it.
+pub async fn quarantined_offsets(
+    table: &DeltaTable,
+    partition: i32,
+    after: i64,
+    through: i64,
+) -> Result<std::collections::BTreeSet<i64>, LakeError> {
+    use datafusion::prelude::{col, lit, SessionContext};
+    let name = table.table_url().to_string();
+    let err = |e: datafusion::error::DataFusionError| {
+        LakeError::delta(&name, DeltaTableError::Generic(e.to_string()))
+    };
+    let provider = table.table_provider().await.map_err(err)?;
+    let ctx = SessionContext::new();
+    let batches = ctx
+        .read_table(provider)
+        .map_err(err)?
+        .filter(
+            col("_kafka_partition")
+                .eq(lit(partition))
+                .and(col("_kafka_offset").gt(lit(after)))
+                .and(col("_kafka_offset").lt_eq(lit(through))),
+        )
+        .map_err(err)?
+        .select_columns(&["_kafka_offset"])
+        .map_err(err)?
+        .collect()
+        .await
+        .map_err(err)?;
+    let mut offsets = std::collections::BTreeSet::new();
+    for batch in &batches {
+        if let Some(column) = batch.column(0).as_primitive_opt::<Int64Type>() {
+            offsets.extend(column.iter().flatten());
+        }
+    }
+    Ok(offsets)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
