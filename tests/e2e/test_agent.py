@@ -687,3 +687,34 @@ def test_agent_over_tls(tmp_path, agents):
         assert all(o == 0 for o in offsets), offsets
     finally:
         stop(broker)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
+def test_every_producer_codec_delivers(stack, tmp_path, agents, codec):
+    """What operators set in agent.producer_options to save bandwidth: each codec reaches the
+    broker and reads back intact."""
+    s = AgentSetup(stack, tmp_path, f"codec-{codec}", producer_options={"compression.type": codec})
+    append(s.path("app.log"), b"".join(line(0, seq, 0) for seq in range(300)))
+    a = start(agents, s)
+    recs = read_topic(stack, s.topic, 300, timeout=60, settle=0.5, agents=[a])
+    assert [parse_id(r.message)[:2] for r in recs] == [(0, seq) for seq in range(300)], a.tail()
+    code, _ = a.term()
+    assert code == 0, a.tail()
+
+
+def test_a_second_agent_on_the_same_state_directory_is_refused(stack, tmp_path, agents):
+    """Two copies of the same agent would overwrite each other's positions: the second one
+    stops at once, naming the state directory, and the first carries on."""
+    s = AgentSetup(stack, tmp_path, "twice")
+    append(s.path("app.log"), b"".join(line(0, seq, 0) for seq in range(50)))
+    first = start(agents, s, "first")
+    read_topic(stack, s.topic, 50, timeout=60, settle=0, agents=[first])
+    second = start(agents, s, "second")
+    code = second.proc.wait(30)
+    assert code != 0 and "another loglake agent" in second.text(), second.tail()
+    first.assert_alive()
+    append(s.path("app.log"), b"".join(line(0, seq, 0) for seq in range(50, 80)))
+    recs = read_topic(stack, s.topic, 80, timeout=60, settle=1.0, agents=[first])
+    assert sorted(parse_id(r.message)[:2] for r in recs) == [(0, seq) for seq in range(80)]
+    code, _ = first.term()
+    assert code == 0, first.tail()
