@@ -424,11 +424,22 @@ impl Tailer {
             }
         }
         for t in self.files.values_mut() {
-            if !t.gone && !seen.contains_key(&t.key) {
+            if seen.contains_key(&t.key) {
+                continue;
+            }
+            if !t.gone {
                 t.gone = true;
                 t.at_eof = false;
+                // rotate_wait counts from the rotation: its writer may not have moved on yet.
+                t.last_growth = now;
                 self.metrics.rotations.inc();
                 tracing::info!(file = %t.path.display(), "file left its path: reading it to its end");
+            } else if let Some(file) = &t.file {
+                // No path leads to it any more: its writer may still be appending (until it
+                // reopens its log), which only the handle shows.
+                if file.metadata().is_ok_and(|m| m.len() > t.read_pos) {
+                    t.at_eof = false;
+                }
             }
         }
         for (key, (path, input, meta)) in seen {

@@ -718,3 +718,26 @@ def test_a_second_agent_on_the_same_state_directory_is_refused(stack, tmp_path, 
     assert sorted(parse_id(r.message)[:2] for r in recs) == [(0, seq) for seq in range(80)]
     code, _ = first.term()
     assert code == 0, first.tail()
+
+
+def test_poll_only_follows_a_renamed_file_its_writer_still_appends_to(stack, tmp_path, agents):
+    """NFS-style polling (`notify = false`): after a rename rotation the application keeps
+    writing to the renamed file for a moment (until it reopens its log); those lines arrive
+    too, though no path leads to that file any more."""
+    s = AgentSetup(stack, tmp_path, "pollrename", agent={"notify": False})
+    path = s.path("app.log")
+    append(path, b"".join(line(0, seq, 0) for seq in range(50)))
+    a = start(agents, s)
+    read_topic(stack, s.topic, 50, timeout=30, settle=0, agents=[a])
+    with open(path, "ab") as old:
+        os.rename(path, s.logs / "app.log.1")
+        time.sleep(1.0)  # the agent notices the rename and reads the file to its end
+        old.write(b"".join(line(0, seq, 0) for seq in range(50, 70)))
+        old.flush()
+    append(path, b"".join(line(0, seq, 0) for seq in range(70, 100)))
+    recs = read_topic(stack, s.topic, 100, timeout=30, settle=1.0, agents=[a])
+    ids = [parse_id(r.message)[:2] for r in recs]
+    missing, dups, extra = missing_and_dups(ids, {(0, seq) for seq in range(100)})
+    assert not missing and not dups and not extra, (missing, dups, extra, a.tail())
+    code, _ = a.term()
+    assert code == 0, a.tail()
