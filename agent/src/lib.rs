@@ -3,9 +3,11 @@
 //! restarts and broker outages, except the documented windows (README, "The agent").
 //!
 //! - [`config`]: `[agent]` and `[[agent.inputs]]`.
-//! - `tail`: the one tailing thread — finds files (globs polled every `poll_interval`,
-//!   filesystem notifications only wake it early), reads them in turns, follows renames,
-//!   deletions and truncations, and moves each file's acknowledged offset.
+//! - `tail`: the one tailing thread — reads files in turns, applies the timeouts, moves each
+//!   file's acknowledged offset and writes the positions. Its `discover` finds files (globs
+//!   polled every `poll_interval`, filesystem notifications only wake it early) and follows
+//!   renames, deletions and truncations; its `send` hands records to the producer and counts
+//!   what is unacknowledged.
 //! - `line` and `multiline`: bytes -> lines (partial lines, CRLF, the line limit) -> records.
 //! - `record`: a line -> the JSON record ingest's default mapping reads.
 //! - `positions`: file identity (device + inode + a fingerprint of the first bytes) and the

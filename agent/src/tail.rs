@@ -11,7 +11,7 @@
 //! end and let go `rotate_wait` after it stopped growing; when it shrinks below the read
 //! position or its first bytes change (copytruncate), it is read again from the start.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
@@ -21,15 +21,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, Producer as _};
+use rdkafka::producer::Producer as _;
 
-use crate::config::{AgentConfig, InputConfig, ReadFrom};
-use crate::line::{Line, LineReader};
+use crate::config::{AgentConfig, InputConfig};
+use crate::line::LineReader;
 use crate::metrics::{FileLabel, InputCounters, Metrics};
 use crate::multiline::{Multiline, Rule};
-use crate::positions::{FileKey, Fingerprint, Position, Store, FINGERPRINT_BYTES};
-use crate::record::{encode, timestamp_now, Fields};
+use crate::positions::{FileKey, Fingerprint, Position, Store};
+use crate::record::{timestamp_now, Fields};
 use crate::ship::{Ack, Event, Producer};
+
+mod discover;
+mod send;
+use send::{send_outbox, Flight, InFlight, Sink};
 
 /// Bytes read from one file per turn: files take turns, so one busy file cannot starve the
 /// others.
@@ -48,21 +52,6 @@ struct Input {
     counters: InputCounters,
     /// The line limit: `max_line_bytes`, lowered if the broker refuses records that large.
     max_line: usize,
-}
-
-/// Records handed over for one file and not yet acknowledged, in file order.
-#[derive(Default)]
-struct Flight {
-    /// Bumped when the file is read again from an earlier offset: acknowledgements of older
-    /// records no longer move its offset.
-    generation: u8,
-    next_seq: u64,
-    /// (seq, the offset just past the record, its bytes), oldest first.
-    pending: VecDeque<(u64, u64, u32)>,
-    /// Acknowledged out of order (after a retry).
-    done: BTreeSet<u64>,
-    /// Encoded records the producer's queue had no room for: sent before anything newer.
-    outbox: VecDeque<(u64, Vec<u8>)>,
 }
 
 struct Tracked {
@@ -134,25 +123,6 @@ impl Tracked {
             fingerprint: self.fingerprint,
             offset: self.acked,
         })
-    }
-}
-
-/// Bytes and records handed to the producer (or its outbox) and not yet acknowledged.
-#[derive(Debug, Default)]
-struct InFlight {
-    records: u64,
-    bytes: u64,
-}
-
-impl InFlight {
-    fn add(&mut self, bytes: u64) {
-        self.records += 1;
-        self.bytes += bytes;
-    }
-
-    fn remove(&mut self, bytes: u64) {
-        self.records = self.records.saturating_sub(1);
-        self.bytes = self.bytes.saturating_sub(bytes);
     }
 }
 
@@ -339,38 +309,19 @@ impl Tailer {
         if ack.generation != t.flight.generation {
             return;
         }
-        let Some(&(front, _, _)) = t.flight.pending.front() else {
+        let Some(seq) = t.flight.full_seq(ack.seq) else {
             return;
         };
-        // The full sequence number from its low 32 bits: pending records are consecutive.
-        let seq = front + u64::from(ack.seq.wrapping_sub(front as u32));
         let input = &mut self.inputs[t.input];
         match result {
             Ok(()) => {
                 self.last_ack = now;
                 input.counters.sent.inc();
                 t.failures = 0;
-                let f = &mut t.flight;
-                if seq != front {
-                    f.done.insert(seq);
+                let Some(end) = t.flight.delivered(seq, &mut self.in_flight) else {
                     return;
-                }
-                let (_, end, bytes) = f.pending.pop_front().expect("front");
-                self.in_flight.remove(u64::from(bytes));
+                };
                 t.acked = end;
-                while let Some(&(s, end, bytes)) = f.pending.front() {
-                    if !f.done.remove(&s) {
-                        break;
-                    }
-                    f.pending.pop_front();
-                    self.in_flight.remove(u64::from(bytes));
-                    t.acked = end;
-                }
-                if f.pending.is_empty() && f.pending.capacity() > 64 {
-                    // A burst's bookkeeping is not kept for the file's idle life: with
-                    // thousands of files it would add up.
-                    f.pending = VecDeque::new();
-                }
                 self.dirty_since.get_or_insert(now);
             }
             Err(e) => {
@@ -399,308 +350,6 @@ impl Tailer {
                 }
             }
         }
-    }
-
-    /// Expands the globs and reconciles what they find with what is tracked.
-    fn scan(&mut self, now: Instant) {
-        let mut seen: HashMap<FileKey, (PathBuf, usize, std::fs::Metadata)> = HashMap::new();
-        for (i, input) in self.inputs.iter().enumerate() {
-            for pattern in &input.config.paths {
-                let Ok(paths) = glob::glob(pattern) else {
-                    continue;
-                };
-                for path in paths.flatten() {
-                    if input.exclude.iter().any(|p| p.matches_path(&path)) {
-                        continue;
-                    }
-                    let Ok(meta) = std::fs::metadata(&path) else {
-                        continue;
-                    };
-                    if !meta.is_file() {
-                        continue;
-                    }
-                    seen.entry(FileKey::of(&meta)).or_insert((path, i, meta));
-                }
-            }
-        }
-        for t in self.files.values_mut() {
-            if seen.contains_key(&t.key) {
-                continue;
-            }
-            if !t.gone {
-                t.gone = true;
-                t.at_eof = false;
-                // rotate_wait counts from the rotation: its writer may not have moved on yet.
-                t.last_growth = now;
-                self.metrics.rotations.inc();
-                tracing::info!(file = %t.path.display(), "file left its path: reading it to its end");
-            } else if let Some(file) = &t.file {
-                // No path leads to it any more: its writer may still be appending (until it
-                // reopens its log), which only the handle shows.
-                if file.metadata().is_ok_and(|m| m.len() > t.read_pos) {
-                    t.at_eof = false;
-                }
-            }
-        }
-        for (key, (path, input, meta)) in seen {
-            match self.by_key.get(&key) {
-                Some(&id) => self.refresh(id, path, &meta, now),
-                None => self.admit(key, path, input, &meta, now),
-            }
-        }
-        self.open_waiting(now);
-        let mut waiting = 0;
-        for t in self.files.values() {
-            if t.wants_a_slot() {
-                waiting += 1;
-            }
-            let label = FileLabel {
-                file: t.path.display().to_string(),
-            };
-            self.metrics
-                .lag
-                .get_or_create(&label)
-                .set(t.size.saturating_sub(t.acked) as i64);
-        }
-        self.metrics.files_waiting.set(waiting);
-    }
-
-    /// A tracked file seen again at `path`.
-    fn refresh(&mut self, id: u32, path: PathBuf, meta: &std::fs::Metadata, now: Instant) {
-        let host = self.host.clone();
-        let t = self.files.get_mut(&id).expect("tracked");
-        if t.path != path {
-            tracing::info!(from = %t.path.display(), to = %path.display(), "file renamed");
-            self.metrics.lag.remove(&FileLabel {
-                file: t.path.display().to_string(),
-            });
-            t.fields = Fields::new(&host, &path.to_string_lossy(), &self.inputs[t.input].labels);
-            t.path = path;
-        }
-        if t.gone {
-            t.gone = false;
-        }
-        let size = meta.len();
-        let changed = size != t.size;
-        t.size = size;
-        let Some(file) = &t.file else {
-            return;
-        };
-        let rewritten = if size < t.read_pos {
-            true
-        } else if changed || t.fingerprint.len < FINGERPRINT_BYTES as u32 {
-            match t.fingerprint.check(file) {
-                Ok(Some(fp)) => {
-                    t.fingerprint = fp;
-                    false
-                }
-                Ok(None) => true,
-                Err(_) => false,
-            }
-        } else {
-            false
-        };
-        if changed {
-            t.at_eof = false;
-        }
-        if rewritten {
-            self.metrics.truncations.inc();
-            tracing::warn!(file = %t.path.display(), read = t.read_pos, size,
-                "file truncated or rewritten in place (copytruncate): reading it again from its start");
-            let fingerprint =
-                Fingerprint::read(file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY);
-            t.rewind(0, &mut self.in_flight);
-            t.fingerprint = fingerprint;
-            t.last_growth = now;
-        }
-    }
-
-    /// A file seen for the first time (since this start).
-    fn admit(
-        &mut self,
-        key: FileKey,
-        path: PathBuf,
-        input: usize,
-        meta: &std::fs::Metadata,
-        now: Instant,
-    ) {
-        let id = self.next_free_id();
-        let start_at_end = self.first_start && self.inputs[input].config.read_from == ReadFrom::End;
-        let max_line = self.inputs[input].max_line;
-        let multiline = self.inputs[input].rule.clone().map(|rule| {
-            Multiline::new(
-                rule,
-                self.inputs[input].config.multiline_max_lines,
-                max_line,
-                self.inputs[input].config.multiline_timeout,
-            )
-        });
-        let t = Tracked {
-            id,
-            saved: self.known.remove(&key),
-            key,
-            input,
-            fields: Fields::new(
-                &self.host,
-                &path.to_string_lossy(),
-                &self.inputs[input].labels,
-            ),
-            path,
-            file: None,
-            fingerprint: Fingerprint::EMPTY,
-            read_pos: 0,
-            acked: 0,
-            size: meta.len(),
-            reader: LineReader::new(max_line),
-            multiline,
-            flight: Flight::default(),
-            at_eof: false,
-            last_growth: now,
-            gone: false,
-            retry_at: None,
-            failures: 0,
-            start: start_at_end.then_some(meta.len()),
-        };
-        self.by_key.insert(key, id);
-        self.files.insert(id, t);
-    }
-
-    /// A file id no tracked file holds (ids wrap at 2^24, the room an `Ack` has).
-    fn next_free_id(&mut self) -> u32 {
-        loop {
-            let id = self.next_id;
-            self.next_id = (self.next_id + 1) % Ack::FILE_IDS;
-            if !self.files.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Positions saved for files not found at start: gone while the agent was down.
-    fn forget_vanished(&mut self) {
-        for (_, p) in self.known.drain() {
-            tracing::warn!(file = %p.path.display(), offset = p.offset,
-                "a file of the positions file is gone (deleted or renamed out of the globs while the agent was down): what it held past the offset was not read");
-        }
-    }
-
-    fn open_count(&self) -> usize {
-        self.files.values().filter(|t| t.file.is_some()).count()
-    }
-
-    /// Opens waiting files while there are free slots, closing idle files to make room for
-    /// waiting ones that have something to read.
-    fn open_waiting(&mut self, now: Instant) {
-        let mut open = self.open_count();
-        let wanting: Vec<u32> = self
-            .files
-            .iter()
-            .filter(|(_, t)| t.wants_a_slot())
-            .map(|(id, _)| *id)
-            .collect();
-        let mut idle: Vec<u32> =
-            if wanting.len() > self.config.max_open_files - open.min(self.config.max_open_files) {
-                let mut idle: Vec<(Instant, u32)> = self
-                    .files
-                    .iter()
-                    .filter(|(_, t)| {
-                        t.file.is_some()
-                            && !t.gone
-                            && t.idle()
-                            && now.duration_since(t.last_growth) >= self.config.poll_interval
-                    })
-                    .map(|(id, t)| (t.last_growth, *id))
-                    .collect();
-                idle.sort();
-                idle.into_iter().map(|(_, id)| id).rev().collect()
-            } else {
-                Vec::new()
-            };
-        for id in wanting {
-            if open >= self.config.max_open_files {
-                let Some(victim) = idle.pop() else {
-                    break;
-                };
-                if let Some(v) = self.files.get_mut(&victim) {
-                    v.file = None;
-                    v.start = Some(v.acked);
-                    open -= 1;
-                }
-            }
-            if self.open(id, now) {
-                open += 1;
-            }
-        }
-        self.metrics.open_files.set(open as i64);
-    }
-
-    /// Opens a tracked file and decides where it is read from. False if it could not be
-    /// opened (it is tried again on the next scan).
-    fn open(&mut self, id: u32, now: Instant) -> bool {
-        let t = self.files.get_mut(&id).expect("tracked");
-        let file = match File::open(&t.path) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(file = %t.path.display(), error = %e, "could not open");
-                return false;
-            }
-        };
-        let Ok(meta) = file.metadata() else {
-            return false;
-        };
-        if FileKey::of(&meta) != t.key {
-            // The path leads to another file since the scan: the next scan sorts it out.
-            return false;
-        }
-        let size = meta.len();
-        let (start, fingerprint) = match (t.saved.take(), t.start) {
-            (Some(saved), _) => match saved.fingerprint.check(&file) {
-                Ok(Some(fp)) if saved.offset <= size => (saved.offset, fp),
-                Ok(Some(_)) => {
-                    tracing::warn!(file = %t.path.display(), saved = saved.offset, size,
-                        "file shorter than its saved position (truncated while the agent was down): reading it from its start");
-                    (
-                        0,
-                        Fingerprint::read(&file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY),
-                    )
-                }
-                _ => {
-                    tracing::info!(file = %t.path.display(),
-                        "saved position belongs to an older file with the same inode: reading this one from its start");
-                    (
-                        0,
-                        Fingerprint::read(&file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY),
-                    )
-                }
-            },
-            (None, Some(at)) if t.fingerprint != Fingerprint::EMPTY || at > 0 => {
-                // Reopened after waiting for a slot, or a first start at the end.
-                match t.fingerprint.check(&file) {
-                    Ok(Some(fp)) if at <= size => (at, fp),
-                    _ if t.fingerprint == Fingerprint::EMPTY && at <= size => (
-                        at,
-                        Fingerprint::read(&file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY),
-                    ),
-                    _ => (
-                        0,
-                        Fingerprint::read(&file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY),
-                    ),
-                }
-            }
-            _ => (
-                0,
-                Fingerprint::read(&file, FINGERPRINT_BYTES).unwrap_or(Fingerprint::EMPTY),
-            ),
-        };
-        t.fingerprint = fingerprint;
-        t.read_pos = start;
-        t.acked = start;
-        t.size = size;
-        t.start = Some(start);
-        t.file = Some(file);
-        t.at_eof = false;
-        t.last_growth = now;
-        true
     }
 
     /// One turn of reading: each open file that may have more gets one chunk. True if any
@@ -901,105 +550,5 @@ impl Tailer {
 
     fn set_health(&self, why: Option<String>) {
         *self.metrics.unhealthy.lock().expect("health") = why;
-    }
-}
-
-/// Sends a file's queued records, oldest first, until the producer's queue is full again.
-fn send_outbox(t: &mut Tracked, input: &Input, producer: &Producer, host: &str) -> bool {
-    let mut sent = false;
-    while let Some((seq, record)) = t.flight.outbox.front() {
-        let ack = Ack {
-            file: t.id,
-            generation: t.flight.generation,
-            seq: *seq as u32,
-        }
-        .pack();
-        let r = BaseRecord::with_opaque_to(&input.config.topic, ack)
-            .key(host)
-            .payload(&record[..]);
-        match producer.send(r) {
-            Ok(()) => {
-                t.flight.outbox.pop_front();
-                sent = true;
-            }
-            Err(_) => break,
-        }
-    }
-    sent
-}
-
-/// Where one file's lines go: encoded, numbered, handed to the producer.
-struct Sink<'a> {
-    producer: &'a Producer,
-    out: &'a mut Vec<u8>,
-    input: &'a Input,
-    host: &'a str,
-    fields: &'a Fields,
-    /// The read time: Unix ms and the JSON string.
-    timestamp: &'a (i64, String),
-    flight: &'a mut Flight,
-    file: u32,
-    in_flight: &'a mut InFlight,
-}
-
-impl Sink<'_> {
-    fn emit(&mut self, line: Line<'_>) {
-        let mut bytes = line.bytes;
-        let mut truncated = line.truncated;
-        loop {
-            let e = encode(self.out, bytes, truncated, self.fields, &self.timestamp.1);
-            let seq = self.flight.next_seq;
-            if !self.flight.outbox.is_empty() {
-                self.queue(seq, line.end, e.invalid_utf8, truncated);
-                return;
-            }
-            let ack = Ack {
-                file: self.file,
-                generation: self.flight.generation,
-                seq: seq as u32,
-            }
-            .pack();
-            let record = BaseRecord::with_opaque_to(&self.input.config.topic, ack)
-                .key(self.host)
-                .payload(&self.out[..])
-                .timestamp(self.timestamp.0);
-            match self.producer.send(record) {
-                Ok(()) => {
-                    self.sent(seq, line.end, e.invalid_utf8, truncated);
-                    return;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge), _))
-                    if bytes.len() > 1024 =>
-                {
-                    // Larger than the producer's message.max.bytes (JSON escaping can
-                    // multiply a line's size): cut it further.
-                    bytes = &bytes[..bytes.len() / 2];
-                    truncated = true;
-                }
-                Err(_) => {
-                    // Queue full (or a transient refusal): kept, sent before anything newer.
-                    self.queue(seq, line.end, e.invalid_utf8, truncated);
-                    return;
-                }
-            }
-        }
-    }
-
-    fn queue(&mut self, seq: u64, end: u64, invalid_utf8: bool, truncated: bool) {
-        self.flight.outbox.push_back((seq, self.out.clone()));
-        self.sent(seq, end, invalid_utf8, truncated);
-    }
-
-    fn sent(&mut self, seq: u64, end: u64, invalid_utf8: bool, truncated: bool) {
-        let bytes = self.out.len() as u32;
-        self.flight.next_seq += 1;
-        self.flight.pending.push_back((seq, end, bytes));
-        self.in_flight.add(u64::from(bytes));
-        if truncated {
-            self.input.counters.truncated.inc();
-        }
-        if invalid_utf8 {
-            self.input.counters.invalid_utf8.inc();
-        }
     }
 }
