@@ -42,7 +42,7 @@ def setup(stack, tmp_path, name, first_schema):
     schemas.mkdir()
     schema_file = schemas / f"{topic}.toml"
     schema_file.write_text(first_schema)
-    lake = Lake(stack, "file", [topic], tmp_path, schemas_dir=schemas)
+    lake = Lake(stack, "s3", [topic], tmp_path, schemas_dir=schemas)
     produce(stack, topic, records(topic))
     crash_after_quarantine_commit(lake)
     return topic, topic.replace("-", "_"), schema_file, lake

@@ -193,8 +193,16 @@ mod tests {
             in_flight.add(100);
         }
         assert_eq!(f.full_seq(1), Some(1));
-        assert_eq!(f.delivered(1, &mut in_flight), None, "out of order: 0 is missing");
-        assert_eq!(f.delivered(0, &mut in_flight), Some(25), "0 and 1 are now a prefix");
+        assert_eq!(
+            f.delivered(1, &mut in_flight),
+            None,
+            "out of order: 0 is missing"
+        );
+        assert_eq!(
+            f.delivered(0, &mut in_flight),
+            Some(25),
+            "0 and 1 are now a prefix"
+        );
         assert_eq!(in_flight.records, 1);
         assert_eq!(f.delivered(2, &mut in_flight), Some(40));
         assert_eq!((in_flight.records, in_flight.bytes), (0, 0));
