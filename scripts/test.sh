@@ -8,6 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
 start=$SECONDS
 ensure_python
+ensure_psql
 ensure_build_deps
 
 if [ "${LOGLAKE_SKIP_LINT:-0}" != 1 ]; then

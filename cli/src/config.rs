@@ -207,6 +207,14 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
     ),
     ("LOGLAKE_SERVE_HTTP_LISTEN", "serve.http_listen", Kind::Str),
     ("LOGLAKE_SERVE_TOKENS", "serve.tokens", Kind::List),
+    ("LOGLAKE_SERVE_PG_LISTEN", "serve.pg_listen", Kind::Str),
+    ("LOGLAKE_SERVE_PG_TLS_CERT", "serve.pg_tls_cert", Kind::Str),
+    ("LOGLAKE_SERVE_PG_TLS_KEY", "serve.pg_tls_key", Kind::Str),
+    (
+        "LOGLAKE_SERVE_FLIGHT_LISTEN",
+        "serve.flight_listen",
+        Kind::Str,
+    ),
     (
         "LOGLAKE_SERVE_ALLOW_ANONYMOUS",
         "serve.allow_anonymous",

@@ -48,6 +48,8 @@ pub enum Params {
     None,
     Positional(Vec<serde_json::Value>),
     Named(Vec<(String, serde_json::Value)>),
+    /// Values already typed by the client's protocol (Postgres `Bind`, Flight SQL `DoPut`).
+    Values(ParamValues),
 }
 
 /// One planned statement, not yet run.
@@ -127,6 +129,15 @@ impl QueryEngine {
         default_catalog
             .register_schema("public", Arc::new(LakeSchema(Arc::clone(&catalog))))
             .map_err(QueryError::Execution)?;
+        // What Postgres drivers and BI tools query on connect and when browsing (pg_catalog,
+        // current_database(), has_table_privilege(), ...): read-only views of this catalog.
+        datafusion_pg_catalog::pg_catalog::setup_pg_catalog(
+            &ctx,
+            "loglake",
+            datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider,
+        )
+        .map_err(|e| QueryError::Execution(*e))?;
+        crate::pg_compat::register(&ctx);
         Ok(Self {
             ctx,
             catalog,
@@ -142,6 +153,16 @@ impl QueryEngine {
         &self.catalog
     }
 
+    /// The columns of a table (or the `logs` view) as queries see them.
+    pub async fn table_schema(&self, name: &str) -> Result<SchemaRef, QueryError> {
+        let provider = self
+            .ctx
+            .table_provider(name)
+            .await
+            .map_err(QueryError::plan)?;
+        Ok(plain_schema(&provider.schema()))
+    }
+
     /// Lists the lake's tables now.
     pub async fn tables(&self) -> Result<Vec<TableInfo>, QueryError> {
         Ok(self.catalog.list().await?)
@@ -154,12 +175,51 @@ impl QueryEngine {
         params: &Params,
         max_rows: Option<u64>,
     ) -> Result<Planned, QueryError> {
+        let plan = self.prepare(sql).await?;
+        self.bind(plan, params, max_rows).await
+    }
+
+    /// Parses one statement into a logical plan that passed the sandbox, its parameters
+    /// (`$1`, `$name`) still unbound: what a prepared statement keeps between `PREPARE` and
+    /// each `EXECUTE` (its parameter and result types are known from it).
+    pub async fn prepare(&self, sql: &str) -> Result<LogicalPlan, QueryError> {
+        self.check_size(sql)?;
+        checked(self.ctx.state().create_logical_plan(sql).await)
+    }
+
+    /// [`QueryEngine::prepare`] for a statement another front end already parsed (the
+    /// Postgres front end parses in Postgres's dialect and rewrites catalog queries).
+    pub async fn prepare_statement(
+        &self,
+        statement: datafusion::sql::parser::Statement,
+    ) -> Result<LogicalPlan, QueryError> {
+        checked(self.ctx.state().statement_to_plan(statement).await)
+    }
+
+    /// Refuses a statement longer than [`Limits::max_statement_bytes`].
+    pub fn check_size(&self, sql: &str) -> Result<(), QueryError> {
         if sql.len() > self.limits.max_statement_bytes {
             return Err(QueryError::TooLarge {
                 size: sql.len(),
                 limit: self.limits.max_statement_bytes,
             });
         }
+        Ok(())
+    }
+
+    /// The answer's columns as [`Running::schema`] will give them, before running.
+    pub fn result_schema(plan: &LogicalPlan) -> SchemaRef {
+        plain_schema(plan.schema().as_arrow())
+    }
+
+    /// Binds the parameters of a prepared plan and makes it ready to run in a session of its
+    /// own, with a memory pool of [`Limits::memory_per_query`].
+    pub async fn bind(
+        &self,
+        plan: LogicalPlan,
+        params: &Params,
+        max_rows: Option<u64>,
+    ) -> Result<Planned, QueryError> {
         let pool = TrackConsumersPool::new(
             FairSpillPool::new(self.limits.memory_per_query),
             std::num::NonZeroUsize::new(3).expect("3 is not zero"),
@@ -172,15 +232,12 @@ impl QueryEngine {
             .with_runtime_env(runtime)
             .build();
         let ctx = SessionContext::new_with_state(state);
-        let plan = ctx
-            .state()
-            .create_logical_plan(sql)
-            .await
-            .map_err(QueryError::plan)?;
-        read_only()
-            .verify_plan(&plan)
-            .map_err(QueryError::ReadOnly)?;
         let plan = bind(plan, params)?;
+        if reads_catalog_views(&plan) {
+            // pg_catalog and information_schema list the tables discovered so far: list the
+            // lake first, so a table written since (or before the first query) shows.
+            self.catalog.list().await?;
+        }
         let tables = tables_read(&plan);
         let mut df = ctx
             .execute_logical_plan(plan)
@@ -239,6 +296,34 @@ impl QueryEngine {
     }
 }
 
+/// Whether a plan scans `pg_catalog` or `information_schema` (subqueries included).
+fn reads_catalog_views(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if matches!(
+                scan.table_name.schema(),
+                Some("pg_catalog" | "information_schema")
+            ) {
+                found = true;
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// A freshly planned statement, through the sandbox.
+fn checked(plan: datafusion::error::Result<LogicalPlan>) -> Result<LogicalPlan, QueryError> {
+    let plan = plan.map_err(QueryError::plan)?;
+    read_only()
+        .verify_plan(&plan)
+        .map_err(QueryError::ReadOnly)?;
+    Ok(plan)
+}
+
 /// The sandbox: a plan with DDL, DML, `COPY` or a statement (`SET`, `PREPARE`, transactions)
 /// anywhere in it, subqueries and `EXPLAIN` included, is refused before it runs.
 fn read_only() -> SQLOptions {
@@ -258,17 +343,18 @@ fn bind(plan: LogicalPlan, params: &Params) -> Result<LogicalPlan, QueryError> {
                 "parameter {id}: {v} is not a string, number, boolean or null"
             ))
         })?;
-        match types.get(id).cloned().flatten() {
-            Some(t) if value.data_type() != t && !value.is_null() => value
-                .cast_to(&t)
-                .map_err(|e| QueryError::Param(format!("parameter {id}: {v} is not a {t}: {e}"))),
-            Some(t) if value.is_null() => ScalarValue::try_from(&t)
-                .map_err(|e| QueryError::Param(format!("parameter {id}: {e}"))),
-            _ => Ok(value),
-        }
+        cast_param(id, value, &types)
     };
     let values = match params {
         Params::None if types.is_empty() => return Ok(plan),
+        Params::Values(ParamValues::List(vs)) => ParamValues::List(
+            vs.iter()
+                .enumerate()
+                .map(|(i, v)| cast_param(&format!("${}", i + 1), v.value.clone(), &types))
+                .map(|r| r.map(Into::into))
+                .collect::<Result<_, _>>()?,
+        ),
+        Params::Values(values) => values.clone(),
         Params::None => {
             return Err(QueryError::Param(format!(
                 "the statement has parameters ({}) but none were given",
@@ -292,6 +378,24 @@ fn bind(plan: LogicalPlan, params: &Params) -> Result<LogicalPlan, QueryError> {
     };
     plan.with_param_values(values)
         .map_err(|e| QueryError::Param(e.strip_backtrace()))
+}
+
+/// A typed value as the plan expects it at `id` (an Int64 where the plan compares with an
+/// Int32 column, a string where it wants a timestamp).
+fn cast_param(
+    id: &str,
+    value: ScalarValue,
+    types: &std::collections::HashMap<String, Option<DataType>>,
+) -> Result<ScalarValue, QueryError> {
+    match types.get(id).cloned().flatten() {
+        Some(t) if value.data_type() != t && !value.is_null() => value
+            .cast_to(&t)
+            .map_err(|e| QueryError::Param(format!("parameter {id}: {value} is not a {t}: {e}"))),
+        Some(t) if value.is_null() => {
+            ScalarValue::try_from(&t).map_err(|e| QueryError::Param(format!("parameter {id}: {e}")))
+        }
+        _ => Ok(value),
+    }
 }
 
 fn sorted_keys<V>(m: &std::collections::HashMap<String, V>) -> String {

@@ -1,7 +1,9 @@
 //! SQL over the lake, for every front end: a DataFusion session whose catalog is the lake
 //! ([`catalog`]), an engine that plans one read-only statement and runs it as a bounded,
-//! cancellable stream ([`engine`]), answer formats ([`format`]), and the HTTP service
-//! `loglake serve` ([`serve`]).
+//! cancellable stream ([`engine`]), answer formats ([`format`]), and the service
+//! `loglake serve` ([`serve`]): HTTP, the Postgres wire protocol and Arrow Flight SQL, all on
+//! that one engine. The session also carries `pg_catalog` and the functions Postgres drivers
+//! call on connect.
 //!
 //! **Never:** write to the lake, read a local file or URL, or hold more than
 //! `memory_per_query` for a query. The sandbox is checked on the plan (DataFusion's
@@ -25,6 +27,7 @@ pub mod engine;
 mod error;
 pub mod format;
 mod limits;
+mod pg_compat;
 pub mod prune;
 pub mod serve;
 

@@ -16,6 +16,14 @@ use crate::limits::Limits;
 pub struct ServeConfig {
     /// `host:port` of the HTTP API, `/metrics`, `/healthz` and `/readyz`.
     pub http_listen: String,
+    /// `host:port` for the Postgres wire protocol (psql, drivers, BI tools); unset: off.
+    pub pg_listen: Option<String>,
+    /// PEM certificate chain and private key: with both set, Postgres clients may (and with
+    /// `sslmode=require` do) connect over TLS.
+    pub pg_tls_cert: Option<PathBuf>,
+    pub pg_tls_key: Option<PathBuf>,
+    /// `host:port` for Arrow Flight SQL (ADBC, the Flight SQL JDBC driver); unset: off.
+    pub flight_listen: Option<String>,
     /// Bearer tokens that may query. With none, the service only starts on a loopback
     /// address, unless `allow_anonymous = true`.
     pub tokens: Vec<Secret>,
@@ -55,6 +63,10 @@ impl Default for ServeConfig {
     fn default() -> Self {
         Self {
             http_listen: "127.0.0.1:8080".into(),
+            pg_listen: None,
+            pg_tls_cert: None,
+            pg_tls_key: None,
+            flight_listen: None,
             tokens: Vec::new(),
             allow_anonymous: false,
             query_timeout: Duration::from_secs(300),
@@ -86,6 +98,24 @@ impl ServeConfig {
                 "serve.http_listen is {addr}, reachable from other hosts, and serve.tokens is empty: \
                  set serve.tokens (or LOGLAKE_SERVE_TOKENS), or allow_anonymous = true behind a proxy that authenticates"
             ));
+        }
+        for (key, listen) in [
+            ("pg_listen", &self.pg_listen),
+            ("flight_listen", &self.flight_listen),
+        ] {
+            let Some(listen) = listen else { continue };
+            let other: SocketAddr = listen
+                .parse()
+                .map_err(|e| format!("serve.{key}: {listen:?} is not host:port ({e})"))?;
+            if self.tokens.is_empty() && !other.ip().is_loopback() && !self.allow_anonymous {
+                return Err(format!(
+                    "serve.{key} is {other}, reachable from other hosts, and serve.tokens is empty: \
+                     set serve.tokens (or LOGLAKE_SERVE_TOKENS), or allow_anonymous = true"
+                ));
+            }
+        }
+        if self.pg_tls_cert.is_some() != self.pg_tls_key.is_some() {
+            return Err("serve.pg_tls_cert and serve.pg_tls_key: set both or neither".into());
         }
         if self.tokens.iter().any(|t| t.expose().trim().is_empty()) {
             return Err("serve.tokens: a token is empty".into());

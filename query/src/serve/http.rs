@@ -22,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::QueryEngine;
+use crate::serve::admit::token_ok;
 use crate::serve::config::ServeConfig;
 use crate::serve::metrics::ServeMetrics;
 use crate::serve::{sql, tables};
@@ -127,14 +128,7 @@ async fn authenticate(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
-    let ok = presented.is_some_and(|p| {
-        state
-            .config
-            .tokens
-            .iter()
-            .any(|t| constant_time_eq(t.expose().as_bytes(), p.as_bytes()))
-    });
-    if ok {
+    if token_ok(&state.config, presented) {
         return next.run(request).await;
     }
     state.metrics.unauthorized.inc();
@@ -153,13 +147,6 @@ async fn authenticate(
         HeaderValue::from_static("Bearer realm=\"loglake\""),
     );
     r
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 // ---------------------------------------------------------------------------------------------

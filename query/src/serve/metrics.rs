@@ -13,10 +13,25 @@ pub struct Status {
     pub status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolStatus {
+    /// `http`, `postgres` or `flight_sql`.
+    pub protocol: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Protocol {
+    pub protocol: String,
+}
+
 /// Every metric `loglake serve` exports.
 #[derive(Debug)]
 pub struct ServeMetrics {
     pub queries: Family<Status, Counter>,
+    pub protocol_queries: Family<ProtocolStatus, Counter>,
+    pub connections: Family<Protocol, Counter>,
+    pub open_connections: Family<Protocol, Gauge>,
     pub duration: Histogram,
     pub bytes_scanned: Counter,
     pub rows_returned: Counter,
@@ -30,6 +45,9 @@ impl ServeMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = Self {
             queries: Family::default(),
+            protocol_queries: Family::default(),
+            connections: Family::default(),
+            open_connections: Family::default(),
             duration: Histogram::new(exponential_buckets(0.005, 2.0, 16)),
             bytes_scanned: Counter::default(),
             rows_returned: Counter::default(),
@@ -43,6 +61,21 @@ impl ServeMetrics {
             "queries",
             "Queries finished, by status (ok or the error code)",
             m.queries.clone(),
+        );
+        r.register(
+            "protocol_queries",
+            "Queries finished, by protocol (http, postgres, flight_sql) and status",
+            m.protocol_queries.clone(),
+        );
+        r.register(
+            "connections",
+            "Connections accepted, by protocol (postgres, flight_sql)",
+            m.connections.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Connections open now, by protocol (postgres)",
+            m.open_connections.clone(),
         );
         r.register(
             "query_duration_seconds",
@@ -76,17 +109,44 @@ impl ServeMetrics {
         );
         r.register(
             "unauthorized",
-            "Requests refused with 401",
+            "Requests and connections refused for a missing or wrong token",
             m.unauthorized.clone(),
         );
         m
     }
 
-    pub fn finished(&self, status: &str) {
+    /// Counts a connection accepted and open until the guard is dropped.
+    pub fn connection(&self, protocol: &'static str) -> ConnectionGuard {
+        let p = Protocol {
+            protocol: protocol.to_string(),
+        };
+        self.connections.get_or_create(&p).inc();
+        let open = self.open_connections.get_or_create(&p).clone();
+        open.inc();
+        ConnectionGuard(open)
+    }
+
+    pub fn finished(&self, protocol: &str, status: &str) {
         self.queries
             .get_or_create(&Status {
                 status: status.to_string(),
             })
             .inc();
+        self.protocol_queries
+            .get_or_create(&ProtocolStatus {
+                protocol: protocol.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+    }
+}
+
+/// An open connection, counted in `open_connections` while it lives.
+#[derive(Debug)]
+pub struct ConnectionGuard(Gauge);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

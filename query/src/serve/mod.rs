@@ -1,11 +1,15 @@
-//! `loglake serve`: the HTTP SQL API over the lake (see [`http`] for the endpoints).
+//! `loglake serve`: the HTTP SQL API over the lake (see [`http`] for the endpoints), and the
+//! Postgres wire protocol (`pg`) and Arrow Flight SQL (`flight`) on the same engine, limits, tokens and metrics.
 //!
 //! Queries run on a runtime of their own (`serve.query_threads`), so accepting connections,
 //! `/healthz` and `/metrics` answer while every query thread is busy.
 
+mod admit;
 pub mod config;
+mod flight;
 pub mod http;
 pub mod metrics;
+mod pg;
 pub mod sql;
 pub mod tables;
 
@@ -72,6 +76,32 @@ pub async fn serve(
         described: Mutex::new(HashMap::new()),
         config,
     });
+    let tls = match (&state.config.pg_tls_cert, &state.config.pg_tls_key) {
+        (Some(cert), Some(key)) => Some(pg::tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    let mut fronts = Vec::new();
+    if let Some(listen) = state.config.pg_listen.clone() {
+        let (pg_listener, pg_addr) = pg::bind("serve.pg_listen", &listen).await?;
+        tracing::info!(addr = %pg_addr, tls = tls.is_some(), "serving SQL over the Postgres wire protocol");
+        fronts.push(tokio::spawn(pg::serve_pg(
+            Arc::clone(&state),
+            pg_listener,
+            tls,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(listen) = state.config.flight_listen.clone() {
+        let (flight_listener, flight_addr) = pg::bind("serve.flight_listen", &listen).await?;
+        tracing::info!(addr = %flight_addr, "serving SQL over Arrow Flight SQL");
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        fronts.push(tokio::spawn(async move {
+            if let Err(e) = flight::serve_flight(state, flight_listener, shutdown).await {
+                tracing::error!(error = %e, "the Flight SQL server failed");
+            }
+        }));
+    }
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
@@ -83,6 +113,9 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
         .map_err(ServeError::Http);
+    for front in fronts {
+        let _ = front.await;
+    }
     query_runtime.shutdown_background();
     tracing::info!("query service stopped");
     result

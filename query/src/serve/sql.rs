@@ -3,7 +3,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
@@ -13,12 +13,11 @@ use axum::Json;
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::CancellationToken;
 
 use crate::engine::{Control, Params, Running};
 use crate::error::QueryError;
 use crate::format::{error_body, Encoder, Format};
+use crate::serve::admit::{busy_message, Admission, Refused};
 use crate::serve::http::{AppState, QUERY_ID_HEADER, TRUNCATED_HEADER};
 
 // /v1/sql
@@ -174,39 +173,6 @@ pub fn status_of(err: &QueryError) -> StatusCode {
     }
 }
 
-/// One query from admission to its last byte: the concurrency slot, the cancel handle under
-/// its id, the in-flight gauge, and the outcome for the metrics. Dropping it (the client went
-/// away before the answer ended) cancels the query.
-struct Admission {
-    state: Arc<AppState>,
-    id: String,
-    cancel: CancellationToken,
-    started: Instant,
-    status: Option<&'static str>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.cancel.cancel();
-        self.state
-            .running
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
-        self.state.metrics.in_flight.dec();
-        self.state
-            .metrics
-            .duration
-            .observe(self.started.elapsed().as_secs_f64());
-        let status = self.status.unwrap_or("disconnected");
-        self.state.metrics.finished(status);
-        if status == "disconnected" {
-            tracing::info!(query_id = %self.id, "client went away: query cancelled");
-        }
-    }
-}
-
 pub(crate) fn error_response(err: &QueryError, id: &str) -> Response {
     let status = status_of(err);
     if status.is_server_error() {
@@ -285,49 +251,34 @@ async fn run_sql(
             size: request.sql.len(),
             limit,
         };
-        state.metrics.finished(err.code());
+        state.metrics.finished("http", err.code());
         return error_response(&err, &id);
     }
 
-    let Ok(permit) = Arc::clone(&state.slots).try_acquire_owned() else {
-        state.metrics.rejected_busy.inc();
-        state.metrics.finished("busy");
-        let mut r = (
-            StatusCode::TOO_MANY_REQUESTS,
-            Json(json!({"error": {"code": "busy", "message": format!(
-                "{} queries are running, the most serve.max_concurrent_queries allows; retry later",
-                state.config.max_concurrent_queries), "query_id": id}})),
-        )
-            .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            r.headers_mut().insert(QUERY_ID_HEADER, v);
+    let mut admission = match Admission::admit(&state, id.clone(), "http") {
+        Ok(a) => a,
+        Err(Refused::Busy) => {
+            let mut r = (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(json!({"error": {"code": "busy", "message": busy_message(&state), "query_id": id}})),
+            )
+                .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            if let Ok(v) = HeaderValue::from_str(&id) {
+                r.headers_mut().insert(QUERY_ID_HEADER, v);
+            }
+            return r;
         }
-        return r;
-    };
-    let cancel = CancellationToken::new();
-    {
-        let mut running = state.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.contains_key(&id) {
-            drop(running);
+        Err(Refused::DuplicateId) => {
             return (
                 StatusCode::CONFLICT,
                 Json(json!({"error": {"code": "duplicate_query_id", "message": format!("a query with id {id} is running"), "query_id": id}})),
             )
                 .into_response();
         }
-        running.insert(id.clone(), cancel.clone());
-    }
-    state.metrics.in_flight.inc();
-    let mut admission = Admission {
-        state: Arc::clone(&state),
-        id: id.clone(),
-        cancel: cancel.clone(),
-        started: Instant::now(),
-        status: None,
-        _permit: permit,
     };
+    let cancel = admission.cancel.clone();
 
     let timeout = request
         .timeout_ms
@@ -421,9 +372,7 @@ async fn run_sql(
             }
         };
         body.extend_from_slice(&tail);
-        state.metrics.rows_returned.inc_by(stats.rows);
-        state.metrics.bytes_scanned.inc_by(stats.bytes_scanned);
-        admission.status = Some("ok");
+        admission.finished(&stats);
         let mut r = Response::new(Body::from(body));
         let h = r.headers_mut();
         h.insert(
@@ -541,10 +490,7 @@ impl StreamState {
                     self.done = true;
                     match self.encoder.finish(&stats) {
                         Ok(bytes) => {
-                            let m = &self.admission.state.metrics;
-                            m.rows_returned.inc_by(stats.rows);
-                            m.bytes_scanned.inc_by(stats.bytes_scanned);
-                            self.admission.status = Some("ok");
+                            self.admission.finished(&stats);
                             self.pending = Some(bytes);
                         }
                         Err(e) => return self.fail(QueryError::Execution(e.into())),
@@ -558,7 +504,7 @@ impl StreamState {
     fn fail(&mut self, err: QueryError) -> Option<Result<Bytes, std::io::Error>> {
         self.done = true;
         self.admission.status = Some(err.code());
-        tracing::warn!(query_id = %self.admission.id, error = %err, "query failed mid-answer");
+        tracing::warn!(query_id = %self.admission.id(), error = %err, "query failed mid-answer");
         match self.encoder.fail(&err) {
             Some(line) => Some(Ok(line)),
             None => Some(Err(std::io::Error::other(err.to_string()))),

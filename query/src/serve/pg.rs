@@ -1,0 +1,938 @@
+//! The Postgres wire protocol on `loglake serve` (`serve.pg_listen`), for the BI tools,
+//! drivers and `psql` that speak it.
+//!
+//! Taken, not written: the protocol (`pgwire`: startup, simple and extended query, portals,
+//! cancel requests, TLS), the `pg_catalog` tables and functions drivers query on connect and
+//! when browsing, and the rewrites of Postgres-only syntax (`datafusion-pg-catalog`, installed
+//! in [`QueryEngine::new`]), and the Arrow <-> Postgres type mapping, row encoding and
+//! parameter decoding (`arrow-pg`). Written here: every statement goes through the shared
+//! engine ([`QueryEngine::prepare_statement`], [`QueryEngine::bind`], [`QueryEngine::run`]) and
+//! [`Admission`], so the sandbox, the limits, the metrics and `DELETE /v1/queries/{id}` are the
+//! HTTP API's; password auth against `serve.tokens`; cancel requests and `statement_timeout`
+//! that stop the running query; `SET`/`SHOW`/transaction statements answered per connection
+//! (never applied to the shared session); errors with SQLSTATEs.
+//!
+//! `datafusion-postgres` itself runs statements on a `SessionContext` directly (no per-query
+//! memory pool, row limit, admission or cancel of a streaming answer), and its `SET` fallback
+//! changes the shared session for every user, so it is not used.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arrow::datatypes::DataType;
+use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
+use async_trait::async_trait;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use futures::sink::{Sink, SinkExt};
+use pgwire::api::auth::{
+    finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
+    DefaultServerParameterProvider, StartupHandler,
+};
+use pgwire::api::cancel::CancelHandler;
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{
+    ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
+};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::cancel::CancelRequest;
+use pgwire::messages::data::DataRow;
+use pgwire::messages::startup::{Authentication, SecretKey};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use pgwire::types::format::FormatOptions;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::{Params, QueryEngine};
+use crate::error::QueryError;
+use crate::serve::admit::{busy_message, token_ok, Admission, Refused, Started};
+use crate::serve::http::AppState;
+use crate::serve::ServeError;
+
+/// What `SHOW server_version` and the startup parameters say: a Postgres version drivers
+/// accept (they parse it), then what answers.
+pub const SERVER_VERSION: &str = concat!("16.6 (loglake ", env!("CARGO_PKG_VERSION"), ")");
+const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout";
+
+/// Accepts Postgres connections on `listener` until `shutdown`.
+pub(crate) async fn serve_pg(
+    state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    let handlers = Arc::new(PgFactory(Arc::new(PgHandlers::new(state))));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.cancelled() => break,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "postgres: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let handlers = Arc::clone(&handlers);
+        let tls = tls.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _open = handlers.0.state.metrics.connection("postgres");
+            tokio::select! {
+                r = pgwire::tokio::process_socket(socket, tls, handlers) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
+                    }
+                }
+                // Graceful stop: connections idle or not are closed once the service stops.
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+/// TLS for `pg_listen` from PEM files: a certificate chain and its private key.
+pub(crate) fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pgwire::tokio::TlsAcceptor, ServeError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let config_err = |what: &str, e: &dyn std::fmt::Display| {
+        ServeError::Config(format!("serve.pg_tls_{what}: {e}"))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| config_err("cert", &format!("{}: {e}", cert.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| config_err("cert", &format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(config_err(
+            "cert",
+            &format!("{} holds no certificate", cert.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| config_err("key", &format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| config_err("key", &e))?;
+    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
+}
+
+struct PgFactory(Arc<PgHandlers>);
+
+impl PgWireServerHandlers for PgFactory {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::clone(&self.0)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        Arc::clone(&self.0)
+    }
+}
+
+/// The query a connection runs now, for cancel requests.
+#[derive(Debug, Default)]
+struct Connection {
+    current: Mutex<Option<CancellationToken>>,
+}
+
+/// pid -> (secret key, connection): what a cancel request names.
+type Connections = Arc<Mutex<HashMap<i32, (i32, Arc<Connection>)>>>;
+
+/// Removes a connection from the cancel table when its session ends.
+struct Registered {
+    pid: i32,
+    table: Connections,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.pid);
+    }
+}
+
+struct PgHandlers {
+    state: Arc<AppState>,
+    parser: Arc<PgParser>,
+    /// pid -> (secret key, connection): what a cancel request names.
+    connections: Connections,
+    next_pid: AtomicI32,
+    queries: AtomicU64,
+    parameters: DefaultServerParameterProvider,
+}
+
+impl PgHandlers {
+    fn new(state: Arc<AppState>) -> Self {
+        let mut parameters = DefaultServerParameterProvider::default();
+        parameters.server_version = SERVER_VERSION.to_string();
+        parameters.is_superuser = false;
+        parameters.default_transaction_read_only = true;
+        Self {
+            parser: Arc::new(PgParser {
+                engine: Arc::clone(&state.engine),
+                sql: PostgresCompatibilityParser::new(),
+            }),
+            state,
+            connections: Arc::default(),
+            next_pid: AtomicI32::new(std::process::id() as i32 % 10_000 * 1_000 + 1),
+            queries: AtomicU64::new(0),
+            parameters,
+        }
+    }
+
+    async fn login<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let pid = self.next_pid.fetch_add(1, Ordering::Relaxed);
+        let secret = uuid::Uuid::new_v4().as_u128() as i32;
+        client.set_pid_and_secret_key(pid, SecretKey::I32(secret));
+        let connection = Arc::new(Connection::default());
+        self.connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid, (secret, Arc::clone(&connection)));
+        client
+            .session_extensions()
+            .insert::<Arc<Connection>>(connection);
+        client.session_extensions().insert(Registered {
+            pid,
+            table: Arc::clone(&self.connections),
+        });
+        finish_authentication(client, &self.parameters).await
+    }
+
+    /// Runs a planned statement through admission and the engine; the rows stream to the
+    /// client as the engine produces them.
+    async fn execute<C>(
+        &self,
+        client: &C,
+        plan: LogicalPlan,
+        params: Params,
+        format: &Format,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ?Sized,
+    {
+        let (pid, _) = client.pid_and_secret_key();
+        let n = self.queries.fetch_add(1, Ordering::Relaxed);
+        let admission = match Admission::admit(&self.state, format!("pg-{pid}-{n}"), "postgres") {
+            Ok(a) => a,
+            Err(Refused::Busy | Refused::DuplicateId) => {
+                return Err(user_error("53300", busy_message(&self.state)));
+            }
+        };
+        if let Some(connection) = client.session_extensions().get::<Arc<Connection>>() {
+            *connection.current.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(admission.cancel.clone());
+        }
+        let limit = self.state.config.query_timeout;
+        let timeout = statement_timeout(client).map_or(limit, |t| t.min(limit));
+        // Errors before the first row get an ErrorResponse instead of a RowDescription.
+        let started = Started::start(&self.state, admission, plan, params, timeout)
+            .await
+            .map_err(|e| query_error(&e))?;
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let fields = Arc::new(arrow_schema_to_pg_fields(
+            &started.running.schema,
+            format,
+            Some(options),
+        )?);
+        let rows = Rows {
+            started,
+            fields: Arc::clone(&fields),
+            current: None,
+        };
+        let stream = futures::stream::unfold(rows, |mut r| async move {
+            let row = r.next_row().await?;
+            Some((row, r))
+        });
+        Ok(Response::Query(QueryResponse::new(fields, stream)))
+    }
+
+    /// `SET`, `SHOW`, transactions and the other statements a driver sends that are not
+    /// queries: answered per connection, never by the shared session.
+    async fn special<C>(
+        &self,
+        client: &mut C,
+        statement: &Statement,
+    ) -> Option<PgWireResult<Response>>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        Some(match statement {
+            Statement::StartTransaction { .. } => Ok(Response::TransactionStart(Tag::new("BEGIN"))),
+            Statement::Commit { .. } => Ok(Response::TransactionEnd(Tag::new("COMMIT"))),
+            Statement::Rollback {
+                savepoint: Some(_), ..
+            } => Ok(Response::Execution(Tag::new("ROLLBACK"))),
+            Statement::Rollback { .. } => Ok(Response::TransactionEnd(Tag::new("ROLLBACK"))),
+            // Nothing is written, so a savepoint has nothing to keep (SQLAlchemy and psycopg
+            // nest transactions with them).
+            Statement::Savepoint { .. } => Ok(Response::Execution(Tag::new("SAVEPOINT"))),
+            Statement::ReleaseSavepoint { .. } => Ok(Response::Execution(Tag::new("RELEASE"))),
+            Statement::Discard { .. } => Ok(Response::Execution(Tag::new("DISCARD ALL"))),
+            Statement::Deallocate { .. } => Ok(Response::Execution(Tag::new("DEALLOCATE"))),
+            Statement::Set(set) => set_variable(client, set).await,
+            Statement::ShowVariable { variable } => {
+                let name = variable
+                    .iter()
+                    .map(|v| v.value.to_lowercase())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                show_variable(client, &name)
+            }
+            Statement::Copy { .. } => Err(query_error(&QueryError::ReadOnly(
+                DataFusionError::Plan("COPY is not allowed".into()),
+            ))),
+            _ => return None,
+        })
+    }
+}
+
+#[async_trait]
+impl StartupHandler for PgHandlers {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match message {
+            PgWireFrontendMessage::Startup(ref startup) => {
+                protocol_negotiation(client, startup).await?;
+                save_startup_parameters_to_metadata(client, startup);
+                if self.state.config.tokens.is_empty() {
+                    self.login(client).await?;
+                } else {
+                    client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                    client
+                        .send(PgWireBackendMessage::Authentication(
+                            Authentication::CleartextPassword,
+                        ))
+                        .await?;
+                }
+            }
+            PgWireFrontendMessage::PasswordMessageFamily(pwd) => {
+                let pwd = pwd.into_password()?;
+                if token_ok(&self.state.config, Some(pwd.password.trim())) {
+                    self.login(client).await?;
+                } else {
+                    self.state.metrics.unauthorized.inc();
+                    let user = client.metadata().get("user").cloned().unwrap_or_default();
+                    tracing::info!(%user, "postgres: password refused");
+                    return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                        "FATAL".into(),
+                        "28P01".into(),
+                        format!(
+                            "password authentication failed for user \"{user}\": the password must be one of serve.tokens"
+                        ),
+                    ))));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl CancelHandler for PgHandlers {
+    async fn on_cancel_request(&self, request: CancelRequest) {
+        let found = self
+            .connections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&request.pid)
+            .cloned();
+        let Some((secret, connection)) = found else {
+            return;
+        };
+        if !request.secret_key.eq_value(&SecretKey::I32(secret)) {
+            tracing::info!(
+                pid = request.pid,
+                "postgres: cancel request with a wrong key ignored"
+            );
+            return;
+        }
+        let token = connection
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(token) = token {
+            tracing::info!(pid = request.pid, "postgres: query cancelled by the client");
+            token.cancel();
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for PgHandlers {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.state
+            .engine
+            .check_size(query)
+            .map_err(|e| query_error(&e))?;
+        let statements = self.parser.parse(query)?;
+        let mut responses = Vec::with_capacity(statements.len());
+        for statement in statements {
+            let response = match self.special(client, &statement).await {
+                Some(r) => r,
+                None => match self
+                    .state
+                    .engine
+                    .prepare_statement(DfStatement::Statement(Box::new(statement)))
+                    .await
+                {
+                    Ok(plan) => {
+                        self.execute(client, plan, Params::None, &Format::UnifiedText)
+                            .await
+                    }
+                    Err(e) => Err(query_error(&e)),
+                },
+            };
+            match response {
+                Ok(r) => responses.push(r),
+                // Like Postgres: the statements after a failed one do not run.
+                Err(PgWireError::UserError(info)) if !responses.is_empty() => {
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(responses)
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for PgHandlers {
+    type Statement = PgStatement;
+    type QueryParser = PgParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        Arc::clone(&self.parser)
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        _max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match &portal.statement.statement {
+            PgStatement::Special(statement) => match self.special(client, statement).await {
+                Some(r) => r,
+                None => Ok(Response::EmptyQuery),
+            },
+            PgStatement::Query(plan) => {
+                let inferred = parameter_types(plan)?;
+                let wire: Vec<Type> = inferred
+                    .iter()
+                    .map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
+                    .collect::<PgWireResult<_>>()?;
+                let inferred_refs: Vec<Option<&DataType>> =
+                    inferred.iter().map(Option::as_ref).collect();
+                let wire_refs: Vec<Option<&Type>> = wire.iter().map(Some).collect();
+                let values =
+                    deserialize_parameters_with_server_types(portal, &inferred_refs, &wire_refs)?;
+                let params = if inferred.is_empty() {
+                    Params::None
+                } else {
+                    Params::Values(values)
+                };
+                self.execute(
+                    client,
+                    plan.as_ref().clone(),
+                    params,
+                    &portal.result_column_format,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// A statement parsed by `Parse`: a plan that passed the sandbox, with its parameters still
+/// unbound, or a statement answered per connection.
+#[derive(Debug, Clone)]
+pub(crate) enum PgStatement {
+    Query(Arc<LogicalPlan>),
+    Special(Box<Statement>),
+}
+
+#[derive(Debug)]
+pub(crate) struct PgParser {
+    engine: Arc<QueryEngine>,
+    sql: PostgresCompatibilityParser,
+}
+
+impl PgParser {
+    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
+        let mut statements = self
+            .sql
+            .parse(sql)
+            .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
+        for statement in &mut statements {
+            rewrite_for_datafusion(statement);
+        }
+        Ok(statements)
+    }
+}
+
+use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
+
+/// `name(args...)` as SQL.
+fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
+    use datafusion::sql::sqlparser::ast::{
+        Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
+        ObjectName,
+    };
+    SqlExpr::Function(Function {
+        name: ObjectName::from(Ident::new(name)),
+        uses_odbc_syntax: false,
+        parameters: FunctionArguments::None,
+        args: FunctionArguments::List(FunctionArgumentList {
+            duplicate_treatment: None,
+            args: args
+                .into_iter()
+                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
+                .collect(),
+            clauses: Vec::new(),
+        }),
+        filter: None,
+        null_treatment: None,
+        over: None,
+        within_group: Vec::new(),
+    })
+}
+
+/// What driver catalog queries need that DataFusion's SQL does not take as written:
+/// `x LIKE p ESCAPE '/'` (SQLAlchemy's inspector) becomes `x LIKE like_escape(p, '/')`, as
+/// DataFusion's LIKE knows only the backslash escape.
+fn rewrite_for_datafusion(statement: &mut Statement) {
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Value};
+    let _ = visit_expressions_mut(statement, |expr| {
+        #[allow(clippy::single_match)]
+        match expr {
+            SqlExpr::Like {
+                pattern,
+                escape_char,
+                ..
+            }
+            | SqlExpr::ILike {
+                pattern,
+                escape_char,
+                ..
+            } => {
+                let custom = escape_char
+                    .as_ref()
+                    .and_then(|v| v.value.clone().into_string())
+                    .filter(|c| c != "\\");
+                if let Some(c) = custom {
+                    let original = std::mem::replace(pattern.as_mut(), SqlExpr::value(Value::Null));
+                    **pattern = call(
+                        "like_escape",
+                        vec![original, SqlExpr::value(Value::SingleQuotedString(c))],
+                    );
+                    *escape_char = None;
+                }
+            }
+            _ => {}
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+}
+
+fn is_special(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::StartTransaction { .. }
+            | Statement::Commit { .. }
+            | Statement::Rollback { .. }
+            | Statement::Savepoint { .. }
+            | Statement::ReleaseSavepoint { .. }
+            | Statement::Discard { .. }
+            | Statement::Deallocate { .. }
+            | Statement::Set(_)
+            | Statement::ShowVariable { .. }
+            | Statement::Copy { .. }
+    )
+}
+
+#[async_trait]
+impl QueryParser for PgParser {
+    type Statement = PgStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        _client: &C,
+        sql: &str,
+        _types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        self.engine.check_size(sql).map_err(|e| query_error(&e))?;
+        let mut statements = self.parse(sql)?;
+        if statements.len() > 1 {
+            return Err(user_error(
+                "42601",
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        let Some(statement) = statements.pop() else {
+            return Ok(None);
+        };
+        if is_special(&statement) {
+            return Ok(Some(PgStatement::Special(Box::new(statement))));
+        }
+        let plan = self
+            .engine
+            .prepare_statement(DfStatement::Statement(Box::new(statement)))
+            .await
+            .map_err(|e| query_error(&e))?;
+        Ok(Some(PgStatement::Query(Arc::new(plan))))
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        match statement {
+            PgStatement::Query(plan) => parameter_types(plan)?
+                .iter()
+                .map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
+                .collect(),
+            PgStatement::Special(_) => Ok(Vec::new()),
+        }
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        match statement {
+            PgStatement::Query(plan) => arrow_schema_to_pg_fields(
+                &QueryEngine::result_schema(plan),
+                format.unwrap_or(&Format::UnifiedText),
+                None,
+            ),
+            PgStatement::Special(s) => Ok(match s.as_ref() {
+                Statement::ShowVariable { variable } => vec![text_field(
+                    &variable
+                        .iter()
+                        .map(|v| v.value.to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                )],
+                _ => Vec::new(),
+            }),
+        }
+    }
+}
+
+/// The types of `$1..$n` in order, `None` where the plan does not tell.
+fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
+    let types = plan
+        .get_parameter_types()
+        .map_err(|e| query_error(&QueryError::Plan(e)))?;
+    let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+    for (id, t) in types {
+        let n = id
+            .strip_prefix('$')
+            .and_then(|n| n.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                user_error(
+                    "42P02",
+                    format!("parameter {id}: the Postgres protocol numbers parameters $1, $2, ..."),
+                )
+            })?;
+        numbered.push((n, t));
+    }
+    numbered.sort_by_key(|(n, _)| *n);
+    let count = numbered.last().map_or(0, |(n, _)| *n);
+    let mut out = vec![None; count];
+    for (n, t) in numbered {
+        out[n - 1] = t;
+    }
+    Ok(out)
+}
+
+/// The rows of a running query, encoded as the client asked (text or binary per column).
+struct Rows {
+    started: Started,
+    fields: Arc<Vec<FieldInfo>>,
+    current: Option<Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send>>,
+}
+
+impl Rows {
+    async fn next_row(&mut self) -> Option<PgWireResult<DataRow>> {
+        loop {
+            if let Some(row) = self.current.as_mut().and_then(Iterator::next) {
+                return Some(row);
+            }
+            match self.started.next().await? {
+                Ok(batch) => {
+                    self.current = Some(encode_recordbatch(Arc::clone(&self.fields), batch));
+                }
+                Err(e) => return Some(Err(query_error(&e))),
+            }
+        }
+    }
+}
+
+fn statement_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Duration> {
+    client
+        .metadata()
+        .get(STATEMENT_TIMEOUT_KEY)
+        .and_then(|v| parse_pg_duration(v))
+}
+
+/// A Postgres duration setting: `5000` (ms), `'5s'`, `'2min'`, `'1h'`; `0` is none.
+fn parse_pg_duration(value: &str) -> Option<Duration> {
+    let v = value.trim().trim_matches('\'').trim_matches('"').trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => number,
+        "s" => number * 1e3,
+        "min" => number * 60e3,
+        "h" => number * 3600e3,
+        "d" => number * 86400e3,
+        _ => return None,
+    };
+    (ms > 0.0).then(|| Duration::from_millis(ms as u64))
+}
+
+/// `SET name = value` / `SET name TO value` / `SET TIME ZONE`: kept per connection. Settings
+/// of the engine (`datafusion.*`) are refused: the session is every user's.
+async fn set_variable<C>(client: &mut C, set: &Set) -> PgWireResult<Response>
+where
+    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+    C::Error: Debug,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let (name, value) = match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => (
+            variable.to_string().to_lowercase(),
+            values
+                .iter()
+                .map(|v| v.to_string().trim_matches('\'').to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        Set::SetTimeZone { value, .. } => (
+            "timezone".to_string(),
+            value.to_string().trim_matches('\'').to_string(),
+        ),
+        // SET SESSION CHARACTERISTICS, SET NAMES, SET ROLE ...: nothing to keep.
+        _ => return Ok(Response::Execution(Tag::new("SET"))),
+    };
+    if name.starts_with("datafusion.") {
+        return Err(query_error(&QueryError::ReadOnly(DataFusionError::Plan(
+            format!("SET {name}: the engine's settings are the service's, not a session's"),
+        ))));
+    }
+    if name == STATEMENT_TIMEOUT_KEY
+        && parse_pg_duration(&value).is_none()
+        && value.trim() != "0"
+        && !value.eq_ignore_ascii_case("default")
+    {
+        return Err(user_error(
+            "22023",
+            format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
+        ));
+    }
+    if value.eq_ignore_ascii_case("default") {
+        client.metadata_mut().remove(&name);
+    } else {
+        client.metadata_mut().insert(name.clone(), value.clone());
+    }
+    let reported = match name.as_str() {
+        "timezone" | "time zone" => Some("TimeZone"),
+        "datestyle" => Some("DateStyle"),
+        "intervalstyle" => Some("IntervalStyle"),
+        "application_name" => Some("application_name"),
+        "extra_float_digits" => Some("extra_float_digits"),
+        "search_path" => Some("search_path"),
+        "client_encoding" => Some("client_encoding"),
+        _ => None,
+    };
+    if let Some(reported) = reported {
+        client
+            .send(PgWireBackendMessage::ParameterStatus(
+                pgwire::messages::startup::ParameterStatus::new(reported.into(), value),
+            ))
+            .await?;
+    }
+    Ok(Response::Execution(Tag::new("SET")))
+}
+
+fn show_variable<C: ClientInfo + ?Sized>(client: &C, name: &str) -> PgWireResult<Response> {
+    let name = match name {
+        "time zone" => "timezone",
+        "transaction isolation level" => "transaction_isolation",
+        other => other,
+    };
+    let value = match name {
+        "server_version" => SERVER_VERSION.to_string(),
+        "server_version_num" => "160006".into(),
+        "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
+        "transaction_read_only" | "default_transaction_read_only" => "on".into(),
+        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
+        "max_identifier_length" => "63".into(),
+        "lc_collate" | "lc_ctype" => "C".into(),
+        "server_encoding" => "UTF8".into(),
+        "statement_timeout" => {
+            statement_timeout(client).map_or("0".into(), |d| format!("{}ms", d.as_millis()))
+        }
+        _ => match client.metadata().get(name) {
+            Some(v) => v.clone(),
+            None => match name {
+                "timezone" => "UTC".into(),
+                "datestyle" => "ISO, MDY".into(),
+                "client_encoding" => "UTF8".into(),
+                "search_path" => "public".into(),
+                "application_name" => String::new(),
+                "extra_float_digits" => "1".into(),
+                _ => {
+                    return Err(user_error(
+                        "42704",
+                        format!("unrecognized configuration parameter \"{name}\""),
+                    ))
+                }
+            },
+        },
+    };
+    let fields = Arc::new(vec![text_field(name)]);
+    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
+    encoder.encode_field(&Some(value))?;
+    let row = encoder.take_row();
+    Ok(Response::Query(QueryResponse::new(
+        fields,
+        futures::stream::once(async move { Ok(row) }),
+    )))
+}
+
+fn text_field(name: &str) -> FieldInfo {
+    FieldInfo::new(name.into(), None, None, Type::TEXT, FieldFormat::Text)
+}
+
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// A query error as Postgres reports it: its SQLSTATE, so drivers raise the right class.
+fn query_error(err: &QueryError) -> PgWireError {
+    let code = match err {
+        QueryError::Plan(e) => match e.find_root() {
+            DataFusionError::SQL(..) => "42601",
+            DataFusionError::SchemaError(..) => "42703",
+            DataFusionError::NotImplemented(_) => "0A000",
+            DataFusionError::Plan(m) if m.contains("table") && m.contains("not found") => "42P01",
+            _ => "42000",
+        },
+        QueryError::Param(_) => "22023",
+        QueryError::ReadOnly(_) => "42501",
+        QueryError::TooLarge { .. } => "54000",
+        QueryError::ResourcesExhausted(_) => "53200",
+        QueryError::Timeout(_) | QueryError::Cancelled => "57014",
+        QueryError::Execution(_) | QueryError::Lake(_) => "XX000",
+    };
+    let message = match err {
+        QueryError::Timeout(_) => format!("canceling statement due to statement timeout ({err})"),
+        QueryError::Cancelled => "canceling statement due to user request".into(),
+        _ => err.to_string(),
+    };
+    user_error(code, message)
+}
+
+/// Binds a front end's `key` (`serve.pg_listen`, `serve.flight_listen`).
+pub(crate) async fn bind(
+    key: &str,
+    addr: &str,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| ServeError::Config(format!("{key}: {addr:?} is not host:port ({e})")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(ServeError::Http)?;
+    Ok((listener, bound))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_durations() {
+        assert_eq!(parse_pg_duration("5000"), Some(Duration::from_secs(5)));
+        assert_eq!(
+            parse_pg_duration("'250ms'"),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(parse_pg_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_pg_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_pg_duration("0"), None);
+        assert_eq!(parse_pg_duration("soon"), None);
+    }
+}
