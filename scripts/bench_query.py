@@ -7,7 +7,10 @@ written by an independent writer (Python deltalake) into a local-directory lake:
 runs through a real `loglake serve` (HTTP, JSON answer, wall time at the client) and through
 DuckDB in-process over the same Parquet files (`read_parquet(..., hive_partitioning)`),
 BENCH_REPEAT times each; the medians and their ratio are printed. Then the one-hour,
-one-host query on the 1-day and the 30-day archive, through the service.
+one-host query on the 1-day and the 30-day archive, through the service. Then the BI
+protocols: the same queries over the Postgres wire protocol (psycopg) and Arrow Flight SQL
+(ADBC) against the HTTP API, and a 1M-row answer streamed over each protocol with the
+service's peak RSS during the transfer (sampled from /proc every 20 ms).
 """
 import collections
 import datetime
@@ -22,7 +25,11 @@ import time
 import urllib.request
 from pathlib import Path
 
+import threading
+
+import adbc_driver_flightsql.dbapi as flight_sql
 import duckdb
+import psycopg
 import pyarrow as pa
 from deltalake import write_deltalake
 
@@ -76,12 +83,38 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve", "--config", str(cfg), "--log", "info"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(300):
-            m = re.search(r"serving SQL over HTTP addr=(\S+)", (Path(tmp) / "serve.log").read_text())
+            text = (Path(tmp) / "serve.log").read_text()
+            m = re.search(r"serving SQL over HTTP addr=(\S+)", text)
             if m:
                 self.url = f"http://{m.group(1)}/v1/sql"
+                pg = re.search(r"the Postgres wire protocol addr=(\S+)", text).group(1).rsplit(":", 1)
+                self.pg = (pg[0], int(pg[1]))
+                self.flight = "grpc://" + re.search(r"Arrow Flight SQL addr=(\S+)", text).group(1)
                 return
             time.sleep(0.1)
         raise SystemExit("loglake serve did not start")
+
+    def rss_mib(self):
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def peak_rss_during(self, f):
+        """(f's result, the service's peak RSS in MiB while f ran)."""
+        peak, done = [self.rss_mib()], threading.Event()
+
+        def sample():
+            while not done.wait(0.02):
+                peak.append(self.rss_mib())
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            out = f()
+        finally:
+            done.set()
+            t.join()
+        return out, max(peak)
 
     def query(self, sql):
         req = urllib.request.Request(self.url, data=sql.encode(), headers={"Content-Type": "application/sql"})
@@ -112,7 +145,8 @@ def main():
     print(f"tables written in {time.time() - t0:.0f}s: day_logs {24 * HOSTS * DAY_ROWS} rows, "
           f"month_logs {30 * 24 * HOSTS * MONTH_ROWS} rows in {30 * 24 * HOSTS} files", flush=True)
     cfg = Path(tmp) / "loglake.toml"
-    cfg.write_text(f'[lake]\nurl = "file://{lake}"\n[serve]\nhttp_listen = "127.0.0.1:0"\n')
+    cfg.write_text(f'[lake]\nurl = "file://{lake}"\n[serve]\nhttp_listen = "127.0.0.1:0"\n'
+                   f'pg_listen = "127.0.0.1:0"\nflight_listen = "127.0.0.1:0"\n')
     server = Server(cfg, tmp)
     duck = duckdb.connect()
     for t in ["day_logs", "db_logs", "month_logs"]:
@@ -149,6 +183,7 @@ def main():
     one = f"SELECT level, count(*) AS n FROM {{t}} WHERE host = 'host-03' AND {hour} GROUP BY level"
     day = median_time(lambda: server.query(one.format(t="day_logs")))
     month = median_time(lambda: server.query(one.format(t="month_logs")))
+    protocols = bench_protocols(server, queries)
     server.stop()
     print()
     print(f"{'query':36} {'loglake s':>10} {'DuckDB s':>10} {'ratio':>7}")
@@ -156,6 +191,73 @@ def main():
         print(f"{name:36} {ours:10.4f} {peer:10.4f} {ours / peer:7.2f}")
     print(f"\none host, one hour: 1-day archive {day:.4f}s, 30-day archive {month:.4f}s, "
           f"ratio {month / day:.2f}")
+    print(f"\n{'query (BI protocols)':36} {'HTTP s':>8} {'pg s':>8} {'ratio':>6} {'Flight s':>9} {'ratio':>6}")
+    for name, http, pg, fl in protocols["queries"]:
+        print(f"{name:36} {http:8.4f} {pg:8.4f} {pg / http:6.2f} {fl:9.4f} {fl / http:6.2f}")
+    print(f"\n1M rows streamed (timestamp, host, level, message), the service's peak RSS:")
+    for name, seconds, rss, n in protocols["large"]:
+        print(f"  {name:28} {seconds:7.2f}s {n / seconds / 1e3:8.0f}k rows/s  peak RSS {rss:6.0f} MiB")
+
+
+def bench_protocols(server, queries):
+    """The same queries over HTTP (JSON), Postgres wire (psycopg) and Flight SQL (ADBC), and a
+    1M-row answer streamed over each."""
+    host, port = server.pg
+    pg = psycopg.connect(host=host, port=port, user="bench", password="", dbname="loglake",
+                         sslmode="disable", autocommit=True)
+    fl = flight_sql.connect(server.flight)
+    fl_cur = fl.cursor()
+
+    def via_flight(sql):
+        fl_cur.execute(sql)
+        return fl_cur.fetch_arrow_table()
+
+    out = {"queries": [], "large": []}
+    for name, sql in queries:
+        http = median_time(lambda: server.query(sql))
+        p = median_time(lambda: pg.execute(sql).fetchall())
+        f = median_time(lambda: via_flight(sql))
+        out["queries"].append((name, http, p, f))
+        print(json.dumps({"query": name, "http_s": round(http, 4), "postgres_s": round(p, 4),
+                          "flight_sql_s": round(f, 4)}), flush=True)
+    big = "SELECT timestamp, host, level, message FROM logs LIMIT 1000000"
+
+    def http_arrow():
+        req = urllib.request.Request(server.url, data=big.encode(), headers={
+            "Content-Type": "application/sql", "Accept": "application/vnd.apache.arrow.stream"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return pa.ipc.open_stream(r).read_all().num_rows
+
+    def http_ndjson():
+        req = urllib.request.Request(server.url, data=big.encode(), headers={
+            "Content-Type": "application/sql", "Accept": "application/x-ndjson"})
+        with urllib.request.urlopen(req, timeout=600) as r:
+            return sum(1 for _ in r) - 1
+
+    def postgres():
+        n = 0
+        with pg.cursor() as cur:
+            cur.execute(big)
+            while rows := cur.fetchmany(10000):
+                n += len(rows)
+        return n
+
+    def flight():
+        fl_cur.execute(big)
+        return sum(b.num_rows for b in fl_cur.fetch_record_batch())
+
+    for name, f in [("HTTP (Arrow stream)", http_arrow), ("HTTP (NDJSON)", http_ndjson),
+                    ("Postgres wire (psycopg)", postgres), ("Flight SQL (ADBC)", flight)]:
+        t0 = time.perf_counter()
+        n, rss = server.peak_rss_during(f)
+        seconds = time.perf_counter() - t0
+        out["large"].append((name, seconds, rss, n))
+        print(json.dumps({"large_answer": name, "rows": n, "seconds": round(seconds, 2),
+                          "peak_rss_mib": round(rss)}), flush=True)
+    fl_cur.close()
+    fl.close()
+    pg.close()
+    return out
 
 
 if __name__ == "__main__":
