@@ -340,3 +340,28 @@ def test_the_three_protocols_answer_the_same(bi):
     assert re.search(r'loglake_serve_connections_total\{protocol="postgres"\} [1-9]', text), text
     assert re.search(r'loglake_serve_connections_total\{protocol="flight_sql"\} [1-9]', text), text
 
+
+
+def test_postgres_over_tls_with_the_configured_certificate(stack, tmp_path):
+    from kafka_tls import make_certs
+    certs = make_certs(tmp_path / "tls")
+    lake = Lake(stack, "local", [], tmp_path, serve={
+        "http_listen": "127.0.0.1:0", "pg_listen": "127.0.0.1:0", "tokens": [TOKEN],
+        "pg_tls_cert": certs["cert"], "pg_tls_key": certs["key"]})
+    server = Server(lake)
+    try:
+        host, port = listen_addr(server, "the Postgres wire protocol")
+        with psycopg.connect(host="localhost", port=port, user="analyst", password=TOKEN, dbname="loglake",
+                             sslmode="verify-full", sslrootcert=certs["ca"], connect_timeout=10) as conn:
+            assert conn.pgconn.ssl_in_use
+            assert conn.execute("SELECT 40 + 2").fetchone()[0] == 42
+        # A client that does not trust the certificate's CA refuses the server.
+        with pytest.raises(psycopg.OperationalError, match="(?i)certificate"):
+            psycopg.connect(host="localhost", port=port, user="analyst", password=TOKEN, dbname="loglake",
+                            sslmode="verify-full", sslrootcert=certs["wrong_ca"], connect_timeout=10)
+        r = subprocess.run(["psql", f"host=localhost port={port} user=analyst dbname=loglake sslmode=require",
+                            "-A", "-t", "-c", "SELECT 1"], capture_output=True, text=True, timeout=60,
+                           env={"PGPASSWORD": TOKEN, "PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0 and r.stdout.strip() == "1", r.stderr
+    finally:
+        server.stop()
