@@ -193,7 +193,7 @@ def test_psycopg_binds_parameters_and_every_type_round_trips(bi):
         pg_connect(bi, password="nope")
 
 
-def test_sqlalchemy_inspector_lists_schemas_and_tables(bi):
+def test_sqlalchemy_inspector_lists_schemas_tables_and_columns(bi):
     _, _, table, (host, port), _, _ = bi
     engine = sqlalchemy.create_engine(f"postgresql+psycopg://analyst:{TOKEN}@{host}:{port}/loglake")
     try:
@@ -203,6 +203,14 @@ def test_sqlalchemy_inspector_lists_schemas_and_tables(bi):
         assert table in tables and f"{table}__rejected" in tables
         assert inspector.has_table(table) and not inspector.has_table("no_such_table")
         assert "logs" in inspector.get_view_names()
+        columns = {c["name"]: c for c in inspector.get_columns(table)}
+        for name in ["timestamp", "host", "level", "message", "attributes", "_kafka_offset"]:
+            assert name in columns, columns
+        assert isinstance(columns["timestamp"]["type"], sqlalchemy.types.TIMESTAMP)
+        assert columns["timestamp"]["type"].timezone
+        assert isinstance(columns["_kafka_offset"]["type"], sqlalchemy.types.BigInteger)
+        assert columns["timestamp"]["nullable"] is False and columns["message"]["nullable"] is True
+        assert columns["host"]["default"] is None
         with engine.connect() as conn:
             n = conn.execute(sqlalchemy.text(f"SELECT count(*) FROM {table} WHERE host = :h"), {"h": "db-1"}).scalar()
             assert n == N // 3
