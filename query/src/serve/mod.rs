@@ -82,7 +82,7 @@ pub async fn serve(
     };
     let mut fronts = Vec::new();
     if let Some(listen) = state.config.pg_listen.clone() {
-        let (pg_listener, pg_addr) = pg::bind("serve.pg_listen", &listen).await?;
+        let (pg_listener, pg_addr) = bind("serve.pg_listen", &listen).await?;
         tracing::info!(addr = %pg_addr, tls = tls.is_some(), "serving SQL over the Postgres wire protocol");
         fronts.push(tokio::spawn(pg::serve_pg(
             Arc::clone(&state),
@@ -92,7 +92,7 @@ pub async fn serve(
         )));
     }
     if let Some(listen) = state.config.flight_listen.clone() {
-        let (flight_listener, flight_addr) = pg::bind("serve.flight_listen", &listen).await?;
+        let (flight_listener, flight_addr) = bind("serve.flight_listen", &listen).await?;
         tracing::info!(addr = %flight_addr, "serving SQL over Arrow Flight SQL");
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
@@ -119,4 +119,16 @@ pub async fn serve(
     query_runtime.shutdown_background();
     tracing::info!("query service stopped");
     result
+}
+
+/// Binds a front end's `key` (`serve.pg_listen`, `serve.flight_listen`).
+async fn bind(key: &str, addr: &str) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| ServeError::Config(format!("{key}: {addr:?} is not host:port ({e})")))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(ServeError::Http)?;
+    Ok((listener, bound))
 }

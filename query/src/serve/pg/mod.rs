@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::net::SocketAddr;
+
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DfStatement;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use futures::sink::{Sink, SinkExt};
 use pgwire::api::auth::{
@@ -40,7 +40,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -60,10 +60,15 @@ use crate::serve::admit::{busy_message, token_ok, Admission, Refused, Started};
 use crate::serve::http::AppState;
 use crate::serve::ServeError;
 
+mod rewrite;
+mod session;
+
+use rewrite::rewrite_for_datafusion;
+use session::{set_variable, show_variable, statement_timeout, text_field};
+
 /// What `SHOW server_version` and the startup parameters say: a Postgres version drivers
 /// accept (they parse it), then what answers.
 pub const SERVER_VERSION: &str = concat!("16.6 (loglake ", env!("CARGO_PKG_VERSION"), ")");
-const STATEMENT_TIMEOUT_KEY: &str = "statement_timeout";
 
 /// Accepts Postgres connections on `listener` until `shutdown`.
 pub(crate) async fn serve_pg(
@@ -528,114 +533,6 @@ impl PgParser {
     }
 }
 
-use datafusion::sql::sqlparser::ast::Expr as SqlExpr;
-
-/// `name(args...)` as SQL.
-fn call(name: &str, args: Vec<SqlExpr>) -> SqlExpr {
-    use datafusion::sql::sqlparser::ast::{
-        Function, FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments, Ident,
-        ObjectName,
-    };
-    SqlExpr::Function(Function {
-        name: ObjectName::from(Ident::new(name)),
-        uses_odbc_syntax: false,
-        parameters: FunctionArguments::None,
-        args: FunctionArguments::List(FunctionArgumentList {
-            duplicate_treatment: None,
-            args: args
-                .into_iter()
-                .map(|e| FunctionArg::Unnamed(FunctionArgExpr::Expr(e)))
-                .collect(),
-            clauses: Vec::new(),
-        }),
-        filter: None,
-        null_treatment: None,
-        over: None,
-        within_group: Vec::new(),
-    })
-}
-
-/// Catalog tables that describe what no loglake column has: defaults, identity sequences,
-/// collations other than the type's.
-const NEVER_APPLIES: [&str; 3] = ["pg_attrdef", "pg_sequence", "pg_collation"];
-
-/// What driver catalog queries need that DataFusion's SQL does not take as written:
-///
-/// - `x LIKE p ESCAPE '/'` (SQLAlchemy's inspector) becomes `x LIKE like_escape(p, '/')`, as
-///   DataFusion's LIKE knows only the backslash escape.
-/// - `CASE WHEN ... THEN (SELECT ... FROM pg_attrdef | pg_sequence | pg_collation WHERE
-///   <correlated>) ELSE NULL END` becomes `NULL`: the lookups of a column's default, identity
-///   sequence or non-default collation (SQLAlchemy's `get_columns`) are NULL for every loglake
-///   column, and DataFusion cannot plan a correlated subquery inside `CASE`.
-fn rewrite_for_datafusion(statement: &mut Statement) {
-    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, SetExpr, TableFactor, Value};
-    let is_null = |e: &SqlExpr| matches!(e, SqlExpr::Value(v) if v.value == Value::Null);
-    let never_applies = |e: &SqlExpr| {
-        let SqlExpr::Subquery(q) = e else {
-            return false;
-        };
-        let SetExpr::Select(select) = q.body.as_ref() else {
-            return false;
-        };
-        select
-            .from
-            .iter()
-            .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
-            .any(|r| match r {
-                TableFactor::Table { name, .. } => {
-                    name.0.last().and_then(|p| p.as_ident()).is_some_and(|i| {
-                        NEVER_APPLIES.contains(&i.value.to_ascii_lowercase().as_str())
-                    })
-                }
-                _ => false,
-            })
-    };
-    let _ = visit_expressions_mut(statement, |expr| {
-        match expr {
-            SqlExpr::Like {
-                pattern,
-                escape_char,
-                ..
-            }
-            | SqlExpr::ILike {
-                pattern,
-                escape_char,
-                ..
-            } => {
-                let custom = escape_char
-                    .as_ref()
-                    .and_then(|v| v.value.clone().into_string())
-                    .filter(|c| c != "\\");
-                if let Some(c) = custom {
-                    let original = std::mem::replace(pattern.as_mut(), SqlExpr::value(Value::Null));
-                    **pattern = call(
-                        "like_escape",
-                        vec![original, SqlExpr::value(Value::SingleQuotedString(c))],
-                    );
-                    *escape_char = None;
-                }
-            }
-            SqlExpr::Case {
-                conditions,
-                else_result,
-                ..
-            } => {
-                let results_never_apply = !conditions.is_empty()
-                    && conditions
-                        .iter()
-                        .all(|w| is_null(&w.result) || never_applies(&w.result))
-                    && conditions.iter().any(|w| never_applies(&w.result))
-                    && else_result.as_deref().is_none_or(is_null);
-                if results_never_apply {
-                    *expr = SqlExpr::value(Value::Null);
-                }
-            }
-            _ => {}
-        }
-        std::ops::ControlFlow::<()>::Continue(())
-    });
-}
-
 fn is_special(statement: &Statement) -> bool {
     matches!(
         statement,
@@ -773,149 +670,7 @@ impl Rows {
     }
 }
 
-fn statement_timeout<C: ClientInfo + ?Sized>(client: &C) -> Option<Duration> {
-    client
-        .metadata()
-        .get(STATEMENT_TIMEOUT_KEY)
-        .and_then(|v| parse_pg_duration(v))
-}
-
-/// A Postgres duration setting: `5000` (ms), `'5s'`, `'2min'`, `'1h'`; `0` is none.
-fn parse_pg_duration(value: &str) -> Option<Duration> {
-    let v = value.trim().trim_matches('\'').trim_matches('"').trim();
-    let split = v
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(v.len());
-    let (number, unit) = v.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let ms = match unit.trim() {
-        "" | "ms" => number,
-        "s" => number * 1e3,
-        "min" => number * 60e3,
-        "h" => number * 3600e3,
-        "d" => number * 86400e3,
-        _ => return None,
-    };
-    (ms > 0.0).then(|| Duration::from_millis(ms as u64))
-}
-
-/// `SET name = value` / `SET name TO value` / `SET TIME ZONE`: kept per connection. Settings
-/// of the engine (`datafusion.*`) are refused: the session is every user's.
-async fn set_variable<C>(client: &mut C, set: &Set) -> PgWireResult<Response>
-where
-    C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-    C::Error: Debug,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    let (name, value) = match set {
-        Set::SingleAssignment {
-            variable, values, ..
-        } => (
-            variable.to_string().to_lowercase(),
-            values
-                .iter()
-                .map(|v| v.to_string().trim_matches('\'').to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-        Set::SetTimeZone { value, .. } => (
-            "timezone".to_string(),
-            value.to_string().trim_matches('\'').to_string(),
-        ),
-        // SET SESSION CHARACTERISTICS, SET NAMES, SET ROLE ...: nothing to keep.
-        _ => return Ok(Response::Execution(Tag::new("SET"))),
-    };
-    if name.starts_with("datafusion.") {
-        return Err(query_error(&QueryError::ReadOnly(DataFusionError::Plan(
-            format!("SET {name}: the engine's settings are the service's, not a session's"),
-        ))));
-    }
-    if name == STATEMENT_TIMEOUT_KEY
-        && parse_pg_duration(&value).is_none()
-        && value.trim() != "0"
-        && !value.eq_ignore_ascii_case("default")
-    {
-        return Err(user_error(
-            "22023",
-            format!("invalid value for parameter \"statement_timeout\": \"{value}\""),
-        ));
-    }
-    if value.eq_ignore_ascii_case("default") {
-        client.metadata_mut().remove(&name);
-    } else {
-        client.metadata_mut().insert(name.clone(), value.clone());
-    }
-    let reported = match name.as_str() {
-        "timezone" | "time zone" => Some("TimeZone"),
-        "datestyle" => Some("DateStyle"),
-        "intervalstyle" => Some("IntervalStyle"),
-        "application_name" => Some("application_name"),
-        "extra_float_digits" => Some("extra_float_digits"),
-        "search_path" => Some("search_path"),
-        "client_encoding" => Some("client_encoding"),
-        _ => None,
-    };
-    if let Some(reported) = reported {
-        client
-            .send(PgWireBackendMessage::ParameterStatus(
-                pgwire::messages::startup::ParameterStatus::new(reported.into(), value),
-            ))
-            .await?;
-    }
-    Ok(Response::Execution(Tag::new("SET")))
-}
-
-fn show_variable<C: ClientInfo + ?Sized>(client: &C, name: &str) -> PgWireResult<Response> {
-    let name = match name {
-        "time zone" => "timezone",
-        "transaction isolation level" => "transaction_isolation",
-        other => other,
-    };
-    let value = match name {
-        "server_version" => SERVER_VERSION.to_string(),
-        "server_version_num" => "160006".into(),
-        "transaction_isolation" | "default_transaction_isolation" => "read committed".into(),
-        "transaction_read_only" | "default_transaction_read_only" => "on".into(),
-        "standard_conforming_strings" | "integer_datetimes" => "on".into(),
-        "max_identifier_length" => "63".into(),
-        "lc_collate" | "lc_ctype" => "C".into(),
-        "server_encoding" => "UTF8".into(),
-        "statement_timeout" => {
-            statement_timeout(client).map_or("0".into(), |d| format!("{}ms", d.as_millis()))
-        }
-        _ => match client.metadata().get(name) {
-            Some(v) => v.clone(),
-            None => match name {
-                "timezone" => "UTC".into(),
-                "datestyle" => "ISO, MDY".into(),
-                "client_encoding" => "UTF8".into(),
-                "search_path" => "public".into(),
-                "application_name" => String::new(),
-                "extra_float_digits" => "1".into(),
-                _ => {
-                    return Err(user_error(
-                        "42704",
-                        format!("unrecognized configuration parameter \"{name}\""),
-                    ))
-                }
-            },
-        },
-    };
-    let fields = Arc::new(vec![text_field(name)]);
-    let mut encoder = DataRowEncoder::new(Arc::clone(&fields));
-    encoder.encode_field(&Some(value))?;
-    let row = encoder.take_row();
-    Ok(Response::Query(QueryResponse::new(
-        fields,
-        futures::stream::once(async move { Ok(row) }),
-    )))
-}
-
-fn text_field(name: &str) -> FieldInfo {
-    FieldInfo::new(name.into(), None, None, Type::TEXT, FieldFormat::Text)
-}
-
-fn user_error(code: &str, message: String) -> PgWireError {
+pub(super) fn user_error(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         code.into(),
@@ -924,7 +679,7 @@ fn user_error(code: &str, message: String) -> PgWireError {
 }
 
 /// A query error as Postgres reports it: its SQLSTATE, so drivers raise the right class.
-fn query_error(err: &QueryError) -> PgWireError {
+pub(super) fn query_error(err: &QueryError) -> PgWireError {
     let code = match err {
         QueryError::Plan(e) => match e.find_root() {
             DataFusionError::SQL(..) => "42601",
@@ -946,37 +701,4 @@ fn query_error(err: &QueryError) -> PgWireError {
         _ => err.to_string(),
     };
     user_error(code, message)
-}
-
-/// Binds a front end's `key` (`serve.pg_listen`, `serve.flight_listen`).
-pub(crate) async fn bind(
-    key: &str,
-    addr: &str,
-) -> Result<(tokio::net::TcpListener, SocketAddr), ServeError> {
-    let addr: SocketAddr = addr
-        .parse()
-        .map_err(|e| ServeError::Config(format!("{key}: {addr:?} is not host:port ({e})")))?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|source| ServeError::Bind { addr, source })?;
-    let bound = listener.local_addr().map_err(ServeError::Http)?;
-    Ok((listener, bound))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn postgres_durations() {
-        assert_eq!(parse_pg_duration("5000"), Some(Duration::from_secs(5)));
-        assert_eq!(
-            parse_pg_duration("'250ms'"),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(parse_pg_duration("2s"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_pg_duration("1min"), Some(Duration::from_secs(60)));
-        assert_eq!(parse_pg_duration("0"), None);
-        assert_eq!(parse_pg_duration("soon"), None);
-    }
 }
