@@ -266,6 +266,103 @@ def test_a_cancelled_or_timed_out_postgres_query_stops(bi):
         assert cpu_idle(server), server.tail()
 
 
+def server_metric(server, name):
+    text = subprocess.run(["curl", "-sS", server.url + "/metrics"], capture_output=True, text=True).stdout
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+CLIENT = """
+import sys, time
+kind, host, port, token, sql = sys.argv[1:]
+if kind == "pg":
+    import psycopg
+    conn = psycopg.connect(host=host, port=int(port), user="analyst", password=token, dbname="loglake",
+                           sslmode="disable", autocommit=True)
+    print("connected", flush=True)
+    conn.execute(sql)
+else:
+    import adbc_driver_flightsql.dbapi as flight_sql
+    from adbc_driver_flightsql import DatabaseOptions
+    conn = flight_sql.connect(f"grpc://{host}:{port}",
+                              db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"})
+    print("connected", flush=True)
+    cur = conn.cursor()
+    cur.execute(sql)
+    cur.fetchall()
+"""
+
+
+def start_client(bi, kind, sql):
+    """A client in its own process, so that it can die the way a laptop's BI tool does."""
+    _, _, _, pg, flight, _ = bi
+    host, port = pg if kind == "pg" else flight
+    import sys
+    p = subprocess.Popen([sys.executable, "-c", CLIENT, kind, host, str(port), TOKEN, sql],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "connected", p.stderr.read()
+    return p
+
+
+@pytest.mark.parametrize("kind", ["pg", "flight"])
+def test_a_client_that_dies_mid_query_stops_the_work(bi, kind):
+    _, server, _, _, _, _ = bi
+    protocol = "postgres" if kind == "pg" else "flight_sql"
+    before = server_metric(server, f'loglake_serve_protocol_queries_total{{protocol="{protocol}"')
+    p = start_client(bi, kind, SLOW)
+    time.sleep(2.0)
+    assert p.poll() is None, p.stderr.read()
+    # The query is running: the server is busy on it.
+    a = server.cpu_seconds()
+    time.sleep(1.0)
+    assert server.cpu_seconds() - a > 0.5, server.tail()
+    p.kill()
+    p.wait(10)
+    assert cpu_idle(server), server.tail()
+    # The abandoned query was counted as finished, and the connection as closed.
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        done = server_metric(server, f'loglake_serve_protocol_queries_total{{protocol="{protocol}"')
+        open_now = server_metric(server, f'loglake_serve_open_connections{{protocol="{protocol}"}}')
+        if done >= before + 1 and open_now == 0:
+            break
+        time.sleep(0.3)
+    assert done >= before + 1 and open_now == 0, (done, before, open_now)
+
+
+def test_past_max_concurrent_queries_postgres_and_flight_are_told_busy(bi):
+    """The fixture allows 4 queries at once; a fifth, on either protocol, is refused at once with
+    the protocol's own "busy" error (SQLSTATE 53300, gRPC RESOURCE_EXHAUSTED) and works again
+    once a slot is free."""
+    _, server, table, _, _, _ = bi
+    clients = [start_client(bi, "pg" if i % 2 else "flight", SLOW) for i in range(4)]
+    try:
+        deadline = time.time() + 20
+        while server_metric(server, "loglake_serve_queries_in_flight") < 4 and time.time() < deadline:
+            time.sleep(0.2)
+        assert server_metric(server, "loglake_serve_queries_in_flight") == 4, server.tail()
+        with pg_connect(bi, autocommit=True) as conn:
+            started = time.time()
+            with pytest.raises(psycopg.errors.TooManyConnections) as e:
+                conn.execute(f"SELECT count(*) FROM {table}")
+            assert time.time() - started < 5
+            assert e.value.sqlstate == "53300"
+        with flight_connect(bi) as conn:
+            with conn.cursor() as cur:
+                with pytest.raises(Exception, match="(?i)resource.?exhausted|busy|too many"):
+                    cur.execute(f"SELECT count(*) FROM {table}")
+                    cur.fetchall()
+    finally:
+        for p in clients:
+            p.kill()
+            p.wait(10)
+    assert cpu_idle(server), server.tail()
+    deadline = time.time() + 15
+    while server_metric(server, "loglake_serve_queries_in_flight") > 0 and time.time() < deadline:
+        time.sleep(0.2)
+    with pg_connect(bi, autocommit=True) as conn:
+        assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == N
+
+
 def test_flight_sql_queries_binds_lists_tables_and_refuses_a_wrong_token(bi):
     _, _, table, _, _, _ = bi
     t = truth(bi)

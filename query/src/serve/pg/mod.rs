@@ -96,16 +96,63 @@ pub(crate) async fn serve_pg(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let _open = handlers.0.state.metrics.connection("postgres");
+            // pgwire reads the socket only between messages, so a client that dies while its
+            // query runs would go unnoticed until the answer is written, which for an
+            // aggregate over years of logs is the end of the work. A second handle on the
+            // socket watches for the peer's FIN or RST; dropping the connection drops its
+            // running query, whose admission cancels the work and records "disconnected".
+            let (socket, watch) = match watch_handle(socket) {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "postgres: cannot watch the connection");
+                    return;
+                }
+            };
             tokio::select! {
                 r = pgwire::tokio::process_socket(socket, tls, handlers) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
                     }
                 }
+                () = peer_closed(&watch) => {
+                    tracing::debug!(%peer, "postgres: the client closed the connection");
+                }
                 // Graceful stop: connections idle or not are closed once the service stops.
                 _ = shutdown.cancelled() => {}
             }
         });
+    }
+}
+
+/// The socket, and a second handle on it (a duplicated descriptor) for [`peer_closed`].
+fn watch_handle(
+    socket: tokio::net::TcpStream,
+) -> std::io::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
+    let socket = socket.into_std()?;
+    let watch = socket.try_clone()?;
+    Ok((
+        tokio::net::TcpStream::from_std(socket)?,
+        tokio::net::TcpStream::from_std(watch)?,
+    ))
+}
+
+/// Resolves once the peer has closed or reset the connection, without reading any of the
+/// bytes the protocol handler has yet to read: readiness is edge-triggered, so
+/// after a wake-up for data that stays unread it waits for the next event, the FIN or RST
+/// among them.
+async fn peer_closed(watch: &tokio::net::TcpStream) {
+    use tokio::io::Interest;
+    loop {
+        match watch.ready(Interest::READABLE).await {
+            Ok(ready) if ready.is_read_closed() => return,
+            Ok(_) => {
+                // Bytes for pgwire (a pipelined message): clear the readiness, keep waiting.
+                let _ = watch.try_io(Interest::READABLE, || {
+                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
+                });
+            }
+            Err(_) => return,
+        }
     }
 }
 
