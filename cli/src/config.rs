@@ -191,6 +191,11 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     (
+        "LOGLAKE_INGEST_MAX_OPEN_PARTITIONS",
+        "ingest.max_open_partitions",
+        Kind::Int,
+    ),
+    (
         "LOGLAKE_INGEST_ACCEPT_RECREATED_TOPICS",
         "ingest.accept_recreated_topics",
         Kind::List,

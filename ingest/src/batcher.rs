@@ -26,6 +26,28 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Microseconds in an hour: rows of one (host, hour number) share a partition.
 const HOUR_US: i64 = 3_600_000_000;
 
+/// The host of rows whose own host would open a partition past the topic's cap
+/// (`ingest.max_open_partitions`); their host is kept in `attributes._original_host`.
+pub const OVERFLOW_HOST: &str = "_overflow";
+
+/// Row bytes after which a partition makes its topic flush: one string column of a batch
+/// holds at most 2 GiB (Arrow's i32 offsets), and a partition never gets near it, whatever
+/// `memory_budget` and `max_file_size` allow.
+const PART_FLUSH_BYTES: usize = 1 << 30;
+
+/// What buffering a row did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pushed {
+    /// Bytes now held for the row's (host, date, hour).
+    pub part_bytes: usize,
+    /// The row went to [`OVERFLOW_HOST`].
+    pub overflowed: bool,
+    /// Flush before buffering more: the topic holds as many partitions as it may (twice
+    /// the cap: hours of hosts already open and of the overflow host go past the cap), or
+    /// the row's partition reached 1 GiB.
+    pub full: bool,
+}
+
 #[derive(Debug)]
 struct PartBuffer {
     builder: RowBuilder,
@@ -48,11 +70,20 @@ pub struct TopicBuffer {
     rejected_partitions: BTreeMap<i32, i64>,
     oldest: Option<Instant>,
     bytes: usize,
+    /// (host, hour) partitions open now, and how many distinct ones a flush may hold.
+    open_parts: usize,
+    max_open_parts: usize,
+    part_flush_bytes: usize,
 }
 
 impl TopicBuffer {
-    pub fn new(mapper: Mapper) -> Self {
+    /// `max_open_parts`: past it, a row whose host has no open partition goes to
+    /// [`OVERFLOW_HOST`], and at twice it the topic must flush.
+    pub fn new(mapper: Mapper, max_open_parts: usize) -> Self {
         Self {
+            open_parts: 0,
+            max_open_parts: max_open_parts.max(1),
+            part_flush_bytes: PART_FLUSH_BYTES,
             schema: table_arrow_schema(mapper.schema()),
             mapper,
             parts: FastMap::default(),
@@ -100,11 +131,17 @@ impl TopicBuffer {
         entry.newest_event_us = entry.newest_event_us.max(event_us);
     }
 
-    /// Buffers a row; returns the bytes now held for its (host, date, hour).
-    pub fn push_row(&mut self, row: &Row) -> usize {
+    /// Buffers a row (moving it to [`OVERFLOW_HOST`] when its host would open a partition
+    /// past the cap).
+    pub fn push_row(&mut self, row: &mut Row) -> Pushed {
+        let hour = row.timestamp_us.div_euclid(HOUR_US);
+        let host_open = self.parts.contains_key(row.host.as_str());
+        let overflowed = !host_open && self.open_parts >= self.max_open_parts;
+        if overflowed {
+            row.reroute_host(OVERFLOW_HOST);
+        }
         let n = row.estimated_bytes();
         self.bytes += n;
-        let hour = row.timestamp_us.div_euclid(HOUR_US);
         let hours = match self.parts.get_mut(row.host.as_str()) {
             Some(hours) => hours,
             None => self.parts.entry(row.host.clone()).or_default(),
@@ -117,6 +154,8 @@ impl TopicBuffer {
                     self.mapper.schema(),
                     row.partition_values(),
                 );
+                self.bytes += builder.overhead_bytes();
+                self.open_parts += 1;
                 hours.push((
                     hour,
                     PartBuffer {
@@ -131,7 +170,18 @@ impl TopicBuffer {
         let part = &mut hours[at].1;
         part.builder.append(row);
         part.bytes += n;
-        part.bytes
+        Pushed {
+            part_bytes: part.bytes,
+            overflowed,
+            full: self.open_parts >= self.max_open_parts.saturating_mul(2)
+                || part.bytes >= self.part_flush_bytes,
+        }
+    }
+
+    /// (host, hour) partitions open now.
+    #[cfg(test)]
+    pub fn open_parts(&self) -> usize {
+        self.open_parts
     }
 
     pub fn push_rejected(&mut self, record: &RejectedRecord<'_>, rejection: &Rejection) {
@@ -207,6 +257,7 @@ impl TopicBuffer {
     /// Everything was committed (or must be re-read): start empty.
     pub fn clear(&mut self) {
         self.parts.clear();
+        self.open_parts = 0;
         self.rejected = RejectedBuilder::default();
         self.rejected_chunks.clear();
         self.rejected_partitions.clear();
@@ -237,7 +288,7 @@ mod tests {
     #[test]
     fn rows_group_by_partition_and_sort() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone());
+        let mut buf = TopicBuffer::new(mapper.clone(), 100);
         for (i, (host, ts)) in [
             ("a", 1_767_323_047),
             ("a", 1_767_323_045),
@@ -248,7 +299,7 @@ mod tests {
         .enumerate()
         {
             let payload = format!(r#"{{"host":"{host}","ts":{ts}}}"#);
-            buf.push_row(&row(&mapper, i as i64, payload.as_bytes()));
+            buf.push_row(&mut row(&mapper, i as i64, payload.as_bytes()));
             buf.note_offset(0, i as i64, Some(1), Some(i as i64));
         }
         let batches = buf.data_batches().unwrap();
@@ -280,5 +331,86 @@ mod tests {
         );
         buf.clear();
         assert!(buf.is_empty() && buf.bytes() == 0);
+    }
+
+    #[test]
+    fn request_ids_as_hosts_stay_bounded() {
+        // A topic keyed by request ids: every record its own host.
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 50);
+        let mut overflowed = 0;
+        for i in 0..10_000i64 {
+            let payload = format!(r#"{{"host":"req-{i:08}","ts":1767323047,"msg":"m"}}"#);
+            let pushed = buf.push_row(&mut row(&mapper, i, payload.as_bytes()));
+            overflowed += usize::from(pushed.overflowed);
+            assert!(
+                !pushed.full,
+                "one hour: the overflow host needs one partition"
+            );
+        }
+        assert_eq!(overflowed, 10_000 - 50);
+        assert_eq!(buf.open_parts(), 51);
+        let batches = buf.data_batches().unwrap();
+        assert_eq!(batches.len(), 51, "a bounded number of files");
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        assert_eq!(rows, 10_000, "nothing lost");
+        // The overflow rows keep their host.
+        let overflow = batches
+            .iter()
+            .find(|b| b.num_rows() > 1)
+            .expect("the overflow partition");
+        let attributes = overflow
+            .column_by_name("attributes")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .unwrap();
+        assert!(attributes.value(0).contains("\"_original_host\":\"req-"));
+    }
+
+    #[test]
+    fn a_partition_flushes_long_before_arrow_offsets_overflow() {
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        buf.part_flush_bytes = 64 * 1024;
+        let message = "x".repeat(1000);
+        let mut flushed_at = None;
+        for i in 0..1000i64 {
+            let payload = format!(r#"{{"host":"a","ts":1767323047,"msg":"{message}"}}"#);
+            if buf.push_row(&mut row(&mapper, i, payload.as_bytes())).full {
+                flushed_at = Some(i);
+                break;
+            }
+        }
+        // ~1 KiB rows: full at the 64th or so, not at the end.
+        let at = flushed_at.expect("the partition asks for a flush");
+        assert!((55..70).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn a_new_partition_counts_its_builder() {
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut r = row(&mapper, 0, br#"{"host":"a","ts":1767323047}"#);
+        let rows_only = r.estimated_bytes();
+        buf.push_row(&mut r);
+        assert!(buf.bytes() >= rows_only + 1024, "{}", buf.bytes());
+    }
+
+    #[test]
+    fn scattered_hours_make_the_topic_flush() {
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut first_full = None;
+        for i in 0..100i64 {
+            let ts = 1_767_323_047 + i * 3_600;
+            let payload = format!(r#"{{"host":"h-{}","ts":{ts}}}"#, i % 3);
+            if buf.push_row(&mut row(&mapper, i, payload.as_bytes())).full {
+                first_full = Some(i);
+                break;
+            }
+        }
+        assert_eq!(first_full, Some(19), "full at twice the cap");
+        assert_eq!(buf.open_parts(), 20);
     }
 }

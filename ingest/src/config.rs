@@ -145,6 +145,12 @@ pub struct IngestConfig {
     /// `loglake_ingest_partition_blocked` metric. Remove the topic again once it resumed, or
     /// a later recreation is accepted too.
     pub accept_recreated_topics: Vec<String>,
+    /// Distinct (host, date, hour) partitions one topic may open between two flushes
+    /// (10000). Past it, a record whose host has none open goes to the `_overflow` host, its
+    /// own host kept in `attributes._original_host` (metric
+    /// `loglake_ingest_overflow_rows_total`); at twice it the topic flushes. Bounds memory and
+    /// files per flush when a topic's host falls back to a key that is a request id.
+    pub max_open_partitions: usize,
 }
 
 impl Default for IngestConfig {
@@ -159,6 +165,7 @@ impl Default for IngestConfig {
             stall_after: Duration::from_secs(15),
             stall_unhealthy_after: Duration::from_secs(60),
             undecodable_attempts: 3,
+            max_open_partitions: 10_000,
             accept_recreated_topics: Vec::new(),
         }
     }
@@ -274,6 +281,9 @@ impl IngestConfig {
         }
         if self.memory_budget < ByteSize::mib(16) {
             return Err(bad("ingest.memory_budget", "must be at least 16MiB"));
+        }
+        if self.max_open_partitions == 0 {
+            return Err(bad("ingest.max_open_partitions", "must be at least 1"));
         }
         if self.max_latency < Duration::from_millis(100) {
             return Err(bad("ingest.max_latency", "must be at least 100ms"));

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub files_written: AtomicU64,
     pub bytes_written: AtomicU64,
     pub quarantined: AtomicU64,
+    /// Rows routed to the overflow host (their topic held `max_open_partitions`).
+    pub overflow_rows: AtomicU64,
     pub skipped_already_committed: AtomicU64,
     pub commits: AtomicU64,
     pub commit_failures: AtomicU64,
@@ -57,6 +59,36 @@ pub struct Metrics {
     /// `ingest.stall_after` and `ingest.stall_unhealthy_after`, in ms.
     pub stall_after_ms: AtomicU64,
     pub stall_unhealthy_after_ms: AtomicU64,
+}
+
+/// How long a running flush keeps the main-loop heartbeat beating.
+const FLUSH_BEATS_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Keeps the main-loop heartbeat beating while a flush runs: a flush of thousands of files to
+/// a slow store takes minutes, and that is work, not a stall (the store's own timeouts end a
+/// flush that gets no answers). For at most 15 minutes, so a flush that hangs past every
+/// timeout is still reported by `/healthz`. Stops when dropped.
+#[derive(Debug)]
+pub struct FlushBeat(tokio::task::JoinHandle<()>);
+
+impl FlushBeat {
+    pub fn start(metrics: &Arc<Metrics>) -> Self {
+        let metrics = Arc::clone(metrics);
+        Self(tokio::spawn(async move {
+            let until = Instant::now() + FLUSH_BEATS_FOR;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while Instant::now() < until {
+                tick.tick().await;
+                metrics.heartbeat_unix_ms.store(now_ms(), Relaxed);
+            }
+        }))
+    }
+}
+
+impl Drop for FlushBeat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -154,6 +186,11 @@ impl Collector for Metrics {
             "loglake_ingest_quarantined",
             "Records committed to quarantine tables.",
             c(&self.quarantined),
+        )?;
+        m.counter(
+            "loglake_ingest_overflow_rows",
+            "Rows stored under the _overflow host: their own host would have opened a partition past ingest.max_open_partitions.",
+            c(&self.overflow_rows),
         )?;
         m.counter(
             "loglake_ingest_skipped",
@@ -369,6 +406,27 @@ mod tests {
             Instant::now(),
         );
         assert!(m.healthy().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_running_flush_keeps_the_heartbeat() {
+        let m = Arc::new(Metrics::default());
+        let long_ago = now_ms() - 120_000;
+        m.heartbeat_unix_ms.store(long_ago, Relaxed);
+        assert!(m.healthy().is_err());
+        let beat = FlushBeat::start(&m);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(m.heartbeat_unix_ms.load(Relaxed) > long_ago);
+        assert!(m.healthy().is_ok());
+        drop(beat);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        m.heartbeat_unix_ms.store(long_ago, Relaxed);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            m.heartbeat_unix_ms.load(Relaxed),
+            long_ago,
+            "stopped when dropped"
+        );
     }
 
     #[test]

@@ -231,11 +231,15 @@ impl Worker {
             return;
         }
         match buffer.mapper().map(&raw) {
-            Ok(row) => {
+            Ok(mut row) => {
                 event_us = Some(row.timestamp_us);
-                let part_bytes = buffer.push_row(&row);
-                if part_bytes as f64 * topic_state.ratio
-                    >= self.config.max_file_size.as_u64() as f64
+                let pushed = buffer.push_row(&mut row);
+                if pushed.overflowed {
+                    Metrics::add(&self.metrics.overflow_rows, 1);
+                }
+                if pushed.full
+                    || pushed.part_bytes as f64 * topic_state.ratio
+                        >= self.config.max_file_size.as_u64() as f64
                 {
                     self.due.insert(topic.to_string());
                 }
@@ -295,7 +299,7 @@ impl Worker {
         self.topics.insert(
             topic.to_string(),
             TopicState {
-                buffer: TopicBuffer::new(mapper),
+                buffer: TopicBuffer::new(mapper, self.config.max_open_partitions),
                 table,
                 rejected_table,
                 ratio: 1.0,

@@ -77,16 +77,29 @@ enum TypedBuilder {
     Timestamp(TimestampMicrosecondBuilder),
 }
 
+/// Rows a new [`RowBuilder`] has room for before its buffers grow (they double as needed).
+/// Small, because a topic keyed by request ids opens one builder per record: Arrow's default
+/// (1,024 rows) cost ~40 KiB per builder before the first row.
+const INITIAL_ROWS: usize = 8;
+/// Text bytes a new string column has room for.
+const INITIAL_TEXT: usize = 256;
+
+fn string_builder() -> StringBuilder {
+    StringBuilder::with_capacity(INITIAL_ROWS, INITIAL_TEXT)
+}
+
+fn timestamp_builder() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(INITIAL_ROWS).with_timezone("UTC")
+}
+
 impl TypedBuilder {
     fn new(t: ColumnType) -> Self {
         match t {
-            ColumnType::String => Self::Str(StringBuilder::new()),
-            ColumnType::Int64 => Self::Int(Int64Builder::new()),
-            ColumnType::Float64 => Self::Float(Float64Builder::new()),
-            ColumnType::Bool => Self::Bool(BooleanBuilder::new()),
-            ColumnType::Timestamp => {
-                Self::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
+            ColumnType::String => Self::Str(string_builder()),
+            ColumnType::Int64 => Self::Int(Int64Builder::with_capacity(INITIAL_ROWS)),
+            ColumnType::Float64 => Self::Float(Float64Builder::with_capacity(INITIAL_ROWS)),
+            ColumnType::Bool => Self::Bool(BooleanBuilder::with_capacity(INITIAL_ROWS)),
+            ColumnType::Timestamp => Self::Timestamp(timestamp_builder()),
         }
     }
 
@@ -142,20 +155,33 @@ impl RowBuilder {
         Self {
             schema,
             partition,
-            timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            level: StringBuilder::new(),
-            message: StringBuilder::new(),
+            timestamp: timestamp_builder(),
+            level: string_builder(),
+            message: string_builder(),
             typed: topic_schema
                 .columns
                 .iter()
                 .map(|c| TypedBuilder::new(c.column_type))
                 .collect(),
-            attributes: StringBuilder::new(),
-            kafka_partition: Int32Builder::new(),
-            kafka_offset: Int64Builder::new(),
-            kafka_timestamp: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            attributes: string_builder(),
+            kafka_partition: Int32Builder::with_capacity(INITIAL_ROWS),
+            kafka_offset: Int64Builder::with_capacity(INITIAL_ROWS),
+            kafka_timestamp: timestamp_builder(),
             len: 0,
         }
+    }
+
+    /// Bytes a builder holds before its first row (the struct, its initial buffers, and
+    /// the partition values), for the memory budget: rows are counted on their own.
+    pub fn overhead_bytes(&self) -> usize {
+        let text_columns = 3 + self.typed.len();
+        std::mem::size_of::<Self>()
+            + self.typed.len() * std::mem::size_of::<TypedBuilder>()
+            + text_columns * (INITIAL_TEXT + (INITIAL_ROWS + 1) * 4)
+            + 4 * INITIAL_ROWS * 8
+            + self.partition.0.len()
+            + self.partition.1.len()
+            + self.partition.2.len()
     }
 
     pub fn partition(&self) -> &(String, String, String) {

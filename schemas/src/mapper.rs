@@ -59,6 +59,20 @@ impl Row {
         (self.host.clone(), date, hour)
     }
 
+    /// Moves the row to the partition of `host`, keeping the host it had in `attributes` as
+    /// `_original_host` (unless the mapping already kept a raw value there): nothing a
+    /// record said is lost when ingest routes it to its overflow host.
+    pub fn reroute_host(&mut self, host: &str) {
+        let original = std::mem::replace(&mut self.host, host.to_string());
+        let mut map = self
+            .attributes
+            .as_deref()
+            .and_then(|a| serde_json::from_str::<serde_json::Map<String, Value>>(a).ok())
+            .unwrap_or_default();
+        map.entry(ORIGINAL_HOST).or_insert(Value::String(original));
+        self.attributes = Some(Value::Object(map).to_string());
+    }
+
     /// Approximate bytes this row occupies in Arrow buffers; drives the memory budget.
     pub fn estimated_bytes(&self) -> usize {
         let strings: usize = self
@@ -549,6 +563,28 @@ mod tests {
         assert_eq!(
             row.attributes.as_deref(),
             Some(r#"{"ts":"2099-01-01T00:00:00Z"}"#)
+        );
+    }
+
+    #[test]
+    fn rerouted_rows_keep_their_host_in_attributes() {
+        let mut row = default_mapper()
+            .map(&raw(br#"{"msg":"x","host":"req-1","user":"u"}"#))
+            .unwrap();
+        row.reroute_host("_overflow");
+        assert_eq!(row.host, "_overflow");
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"user":"u","_original_host":"req-1"}"#)
+        );
+        // A raw host the mapping already kept wins over the sanitised one.
+        let mut row = default_mapper()
+            .map(&raw(br#"{"msg":"x","host":"a/b"}"#))
+            .unwrap();
+        row.reroute_host("_overflow");
+        assert_eq!(
+            row.attributes.as_deref(),
+            Some(r#"{"_original_host":"a/b"}"#)
         );
     }
 
