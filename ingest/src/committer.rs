@@ -22,7 +22,7 @@ use serde_json::json;
 
 use crate::consumer::Consumer;
 use crate::error::IngestError;
-use crate::metrics::{now_ms, Metrics};
+use crate::metrics::{now_ms, FlushBeat, Metrics};
 use crate::worker::{app_id, event_time_app_id, Worker};
 
 fn metadata(records: usize) -> serde_json::Map<String, serde_json::Value> {
@@ -47,6 +47,7 @@ impl Worker {
         if state.buffer.is_empty() {
             return Ok(());
         }
+        let _beat = FlushBeat::start(&self.metrics);
         let started = Instant::now();
         let progress = state.buffer.progress().clone();
         let arrow_err = |source| IngestError::Arrow {
