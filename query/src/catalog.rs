@@ -173,16 +173,31 @@ impl LakeCatalog {
         let Some(open) = self.open(sql_name).await.map_err(external)? else {
             return Ok(None);
         };
-        let inner = open.table.table_provider().await?;
-        let schema = inner.schema();
-        let by_time = schema.column_with_name(prune::TIME_COLUMN).is_some()
-            && schema.column_with_name("hour").is_some()
-            && !open.info.dir.ends_with(REJECTED_SUFFIX);
-        Ok(Some(Arc::new(LakeTable {
-            inner,
-            by_time,
-            open,
-        })))
+        Ok(Some(lake_table(open).await?))
+    }
+
+    /// A table as it was at a version, or at a time (see [`AsOf`]); the shared snapshot is
+    /// left as it is.
+    pub async fn provider_as_of(
+        &self,
+        sql_name: &str,
+        as_of: AsOf,
+    ) -> DfResult<Option<Arc<LakeTable>>> {
+        let Some(mut open) = self.open(sql_name).await.map_err(external)? else {
+            return Ok(None);
+        };
+        let loaded = match as_of {
+            AsOf::Version(v) => open.table.load_version(v).await,
+            AsOf::Time(t) => open.table.load_with_datetime(t).await,
+        };
+        loaded.map_err(|e| {
+            DataFusionError::Plan(format!(
+                "table {sql_name} as of {as_of}: {e} (the table is at version {})",
+                open.version
+            ))
+        })?;
+        open.version = open.table.version().unwrap_or_default();
+        Ok(Some(lake_table(open).await?))
     }
 
     /// The `logs` view over every data table (the lake is listed again when the last listing
@@ -223,6 +238,58 @@ impl LakeCatalog {
     }
 }
 
+async fn lake_table(open: OpenTable) -> DfResult<Arc<LakeTable>> {
+    let inner = open.table.table_provider().await?;
+    let schema = inner.schema();
+    let by_time = schema.column_with_name(prune::TIME_COLUMN).is_some()
+        && schema.column_with_name("hour").is_some()
+        && !open.info.dir.ends_with(REJECTED_SUFFIX);
+    Ok(Arc::new(LakeTable {
+        inner,
+        by_time,
+        open,
+    }))
+}
+
+/// Which state of a table a query reads: `"app_logs@v42"` (version 42) or
+/// `"app_logs@2026-11-30T12:00:00Z"` (the last version committed at or before that time,
+/// RFC 3339), the convention of Delta Lake's SQL engines. Quoted, as `@` is not part of a
+/// plain SQL identifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Version(u64),
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+impl std::fmt::Display for AsOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Version(v) => write!(f, "version {v}"),
+            Self::Time(t) => write!(f, "{}", t.to_rfc3339()),
+        }
+    }
+}
+
+/// Splits `name@v42` / `name@<RFC 3339 time>` into the table's name and [`AsOf`]; `None` for
+/// a plain name. A suffix that is neither is an error, not a table name.
+pub fn split_as_of(name: &str) -> DfResult<Option<(&str, AsOf)>> {
+    let Some((table, at)) = name.rsplit_once('@') else {
+        return Ok(None);
+    };
+    let bad = || {
+        DataFusionError::Plan(format!(
+            "table {name}: after '@' give a version (\"{table}@v42\") or an RFC 3339 time \
+             (\"{table}@2026-11-30T12:00:00Z\")"
+        ))
+    };
+    if let Some(v) = at.strip_prefix('v') {
+        let v: u64 = v.parse().map_err(|_| bad())?;
+        return Ok(Some((table, AsOf::Version(v))));
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(at).map_err(|_| bad())?;
+    Ok(Some((table, AsOf::Time(t.with_timezone(&chrono::Utc)))))
+}
+
 fn external(e: LakeError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -242,6 +309,10 @@ impl SchemaProvider for LakeSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if let Some((table, as_of)) = split_as_of(name)? {
+            let t = self.0.provider_as_of(table, as_of).await?;
+            return Ok(t.map(|t| t as Arc<dyn TableProvider>));
+        }
         if let Some(t) = self.0.provider(name).await? {
             return Ok(Some(t as Arc<dyn TableProvider>));
         }
@@ -252,6 +323,10 @@ impl SchemaProvider for LakeSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
+        let name = match split_as_of(name) {
+            Ok(Some((table, _))) => table,
+            _ => name,
+        };
         name == LOGS_VIEW || self.0.handle(name).is_some()
     }
 }
@@ -334,4 +409,32 @@ pub fn tables_read(plan: &LogicalPlan) -> Vec<(String, u64)> {
     out.sort();
     out.dedup();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_travel_names() {
+        assert_eq!(split_as_of("app_logs").unwrap(), None);
+        assert_eq!(
+            split_as_of("app_logs@v42").unwrap(),
+            Some(("app_logs", AsOf::Version(42)))
+        );
+        let (table, at) = split_as_of("app_logs@2026-11-30T12:00:00+01:00")
+            .unwrap()
+            .unwrap();
+        assert_eq!(table, "app_logs");
+        assert_eq!(at.to_string(), "2026-11-30T11:00:00+00:00");
+        for bad in [
+            "app_logs@",
+            "app_logs@v",
+            "app_logs@v-1",
+            "app_logs@yesterday",
+        ] {
+            let err = split_as_of(bad).unwrap_err().to_string();
+            assert!(err.contains("after '@' give a version"), "{bad}: {err}");
+        }
+    }
 }

@@ -110,3 +110,36 @@ def test_sigterm_commits_what_is_buffered_and_metrics_tell(stack, tmp_path, work
     assert w.stop(timeout=30) == 0
     assert time.time() - started < 25
     assert lake.count(topic.replace("-", "_")) == 500
+
+
+def test_time_travel_reads_a_table_as_it_was(stack, tmp_path, workers):
+    """`"table@v<N>"` reads version N, `"table@<RFC 3339 time>"` the last version committed at or
+    before that time; the live table is unaffected, and a version the table never had is a
+    clear error."""
+    from deltalake import DeltaTable
+    topic = f"tt-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 1)
+    lake = Lake(stack, "s3", [topic], tmp_path)
+    table = topic.replace("-", "_")
+    w = Worker(lake)
+    workers.append(w)
+    produce(stack, topic, [(0, b"h", log_record("2026-03-12T00:00:00Z", "h", i)) for i in range(40)])
+    lake.wait_count(table, 40, workers=[w])
+    first = DeltaTable(lake.table_uri(topic), storage_options=lake.storage_options()).version()
+    time.sleep(1.5)
+    between = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 0.5))
+    time.sleep(1.0)
+    produce(stack, topic, [(0, b"h", log_record("2026-03-12T01:00:00Z", "h", i)) for i in range(40, 100)])
+    lake.wait_count(table, 100, workers=[w])
+    assert w.stop() == 0
+
+    assert lake.scalar(f'SELECT count(*) AS n FROM "{table}@v{first}"') == 40
+    assert lake.scalar(f'SELECT count(*) AS n FROM "{table}@{between}"') == 40
+    assert lake.scalar(f"SELECT count(*) AS n FROM {table}") == 100
+    # Old and new state in one query.
+    rows = lake.query(f'SELECT (SELECT count(*) FROM {table}) - (SELECT count(*) FROM "{table}@v{first}") AS added')
+    assert rows == [{"added": 60}]
+    r = lake.run("query", f'SELECT count(*) FROM "{table}@v{first + 1000}"', check=False)
+    assert r.returncode != 0 and f"as of version {first + 1000}" in r.stderr, r.stderr
+    r = lake.run("query", f'SELECT count(*) FROM "{table}@lastweek"', check=False)
+    assert r.returncode != 0 and "after '@' give a version" in r.stderr, r.stderr
