@@ -1,0 +1,100 @@
+"""An ingest commit's cost on the store does not grow with the table's age: it lists
+`_delta_log` only past the version it holds, and it reads no more log entries than were
+committed since the last checkpoint, which the compactor writes. The store's requests are
+counted by a faithful proxy in front of the real S3 server."""
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+import uuid
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from conftest import Lake, Worker, create_topic, free_port, log_record, produce
+
+HERE = Path(__file__).parent
+COMMITS = 36
+CHECKPOINT_AT = 22
+
+
+def test_ingest_commits_cost_the_same_as_the_log_grows(stack, tmp_path, workers):
+    port = free_port()
+    requests = tmp_path / "requests.log"
+    proxy = subprocess.Popen([sys.executable, str(HERE / "s3_ignoring_proxy.py"), str(port),
+                              stack["LOGLAKE_S3_ENDPOINT"], "--count", str(requests)])
+    try:
+        time.sleep(0.5)
+        topic = f"logcost-{uuid.uuid4().hex[:6]}"
+        create_topic(stack, topic, 1)
+        lake = Lake(stack, "s3", [topic], tmp_path, ingest={"max_latency": "300ms"},
+                    compactor={"grace": "1m", "checkpoint_every": 5})
+        lake.config.write_text(lake.config.read_text().replace(stack["LOGLAKE_S3_ENDPOINT"],
+                                                               f"http://127.0.0.1:{port}"))
+        table = topic.replace("-", "_")
+        uri = lake.table_uri(topic)
+        w = Worker(lake)
+        workers.append(w)
+        # Read straight from the S3 server, not through the counting proxy.
+        def version_and_rows():
+            try:
+                dt = DeltaTable(uri, storage_options=lake.storage_options())
+            except Exception:
+                return -1, 0
+            adds = pa.table(dt.get_add_actions(flatten=True)).to_pydict()
+            return dt.version(), sum(adds.get("num_records", []))
+
+        sent = 0
+        for wave in range(COMMITS):
+            if wave == CHECKPOINT_AT:
+                # The compactor's scheduled pass: it checkpoints the log (straight to the S3
+                # server: only ingest's requests are counted).
+                proxied = lake.config.read_text()
+                lake.config.write_text(proxied.replace(f"http://127.0.0.1:{port}", stack["LOGLAKE_S3_ENDPOINT"]))
+                lake.run("compact", timeout=120)
+                lake.config.write_text(proxied)
+            before, _ = version_and_rows()
+            produce(stack, topic, [(0, b"h", log_record("2026-03-11T00:00:00Z", "h", sent + i)) for i in range(10)])
+            sent += 10
+            # One commit per wave: wait until it landed.
+            deadline = time.time() + 30
+            while (state := version_and_rows())[0] <= before or state[1] < sent:
+                w.assert_alive()
+                assert time.time() < deadline, w.tail()
+                time.sleep(0.1)
+        assert w.stop() == 0
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+    log_prefix = f"{urllib.parse.urlparse(uri).path.lstrip('/')}/_delta_log/"
+    commit_put = re.compile(r"^PUT /[^/]+/.*/_delta_log/\d{20}\.json")
+    segments = [[]]
+    for line in requests.read_text().splitlines():
+        method, path = line.split(" ", 1)
+        query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+        if method == "GET" and "list-type" in query and query.get("prefix", [""])[0].startswith(log_prefix):
+            segments[-1].append(("list", query.get("start-after", [""])[0]))
+        elif method == "GET" and "/_delta_log/" in path and not query:
+            segments[-1].append(("get", path))
+        if commit_put.match(line) and "/" + log_prefix in path:
+            segments.append([])
+    per_commit = [(sum(1 for k, _ in s if k == "list"), sum(1 for k, _ in s if k == "get"))
+                  for s in segments[1:-1]]
+    assert len(per_commit) >= COMMITS - 2, per_commit
+    before, after = per_commit[CHECKPOINT_AT - 12:CHECKPOINT_AT - 2], per_commit[-10:]
+    print(f"(LIST, GET) of _delta_log per ingest commit, the 10 before the checkpoint: {before}; "
+          f"the last 10: {after}")
+    # Listing does not grow with the log, and always starts past a known version. One commit
+    # may list more: the one that finds the compactor's commit and rebases on it.
+    lists = sorted(n for n, _ in per_commit[2:])
+    assert lists[-2] <= lists[0] + 2, lists
+    assert all(after_key for s in segments[3:] for k, after_key in s if k == "list")
+    # Log entries read per commit: bounded by the commits since the last checkpoint (each
+    # commit reads those, as delta-rs's replay of the segment past the checkpoint), so the
+    # first commits after the compactor's checkpoint read far fewer than the ones before it,
+    # and the last one no more than the commits since then, not the 36 of the whole log.
+    assert after[0][1] * 2 <= max(g for _, g in before), (before, after)
+    assert after[-1][1] <= (COMMITS - CHECKPOINT_AT) + 3, after
