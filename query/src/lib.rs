@@ -1,7 +1,7 @@
 //! SQL over the lake, for every front end: a DataFusion session whose catalog is the lake
 //! ([`catalog`]), an engine that plans one read-only statement and runs it as a bounded,
-//! cancellable stream ([`engine`]), answer formats ([`format`]), and the service
-//! `loglake serve` ([`serve`]): HTTP, the Postgres wire protocol and Arrow Flight SQL, all on
+//! cancellable stream ([`engine`]), answer formats ([`format`](mod@format)), and the service
+//! `loglake serve` ([`serve`](mod@serve)): HTTP, the Postgres wire protocol and Arrow Flight SQL, all on
 //! that one engine. The session also carries `pg_catalog` and the functions Postgres drivers
 //! call on connect.
 //!

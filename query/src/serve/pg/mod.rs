@@ -15,13 +15,22 @@
 //! `datafusion-postgres` itself runs statements on a `SessionContext` directly (no per-query
 //! memory pool, row limit, admission or cancel of a streaming answer), and its `SET` fallback
 //! changes the shared session for every user, so it is not used.
+//!
+//! Code map: `listen.rs` (accept, TLS, the watch for clients gone mid-query), `parse.rs`
+//! (statements: dialect, rewrites, sandboxed plan, parameter and result types), `rewrite.rs`
+//! (the driver-SQL rewrites), `session.rs` (per-connection `SET`/`SHOW`), this file (the
+//! protocol handlers: auth, cancel, execution, errors with SQLSTATEs).
+//!
+//! [`QueryEngine::new`]: crate::engine::QueryEngine::new
+//! [`QueryEngine::prepare_statement`]: crate::engine::QueryEngine::prepare_statement
+//! [`QueryEngine::bind`]: crate::engine::QueryEngine::bind
+//! [`QueryEngine::run`]: crate::engine::QueryEngine::run
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arrow::datatypes::DataType;
 use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
@@ -41,7 +50,6 @@ use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
-use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, PgWireConnectionState, PgWireServerHandlers, Type,
@@ -54,137 +62,25 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 use tokio_util::sync::CancellationToken;
 
-use crate::engine::{Params, QueryEngine};
+use crate::engine::Params;
 use crate::error::QueryError;
 use crate::serve::admit::{busy_message, token_ok, Admission, Refused, Started};
 use crate::serve::http::AppState;
-use crate::serve::ServeError;
 
+mod listen;
+mod parse;
 mod rewrite;
 mod session;
 
-use rewrite::rewrite_for_datafusion;
-use session::{set_variable, show_variable, statement_timeout, text_field};
+use parse::{parameter_types, PgParser, PgStatement};
+
+pub(crate) use listen::{serve_pg, tls_acceptor};
+
+use session::{set_variable, show_variable, statement_timeout};
 
 /// What `SHOW server_version` and the startup parameters say: a Postgres version drivers
 /// accept (they parse it), then what answers.
 pub const SERVER_VERSION: &str = concat!("16.6 (loglake ", env!("CARGO_PKG_VERSION"), ")");
-
-/// Accepts Postgres connections on `listener` until `shutdown`.
-pub(crate) async fn serve_pg(
-    state: Arc<AppState>,
-    listener: tokio::net::TcpListener,
-    tls: Option<pgwire::tokio::TlsAcceptor>,
-    shutdown: CancellationToken,
-) {
-    let handlers = Arc::new(PgFactory(Arc::new(PgHandlers::new(state))));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.cancelled() => break,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "postgres: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let handlers = Arc::clone(&handlers);
-        let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let _open = handlers.0.state.metrics.connection("postgres");
-            // pgwire reads the socket only between messages, so a client that dies while its
-            // query runs would go unnoticed until the answer is written, which for an
-            // aggregate over years of logs is the end of the work. A second handle on the
-            // socket watches for the peer's FIN or RST; dropping the connection drops its
-            // running query, whose admission cancels the work and records "disconnected".
-            let (socket, watch) = match watch_handle(socket) {
-                Ok(pair) => pair,
-                Err(e) => {
-                    tracing::warn!(%peer, error = %e, "postgres: cannot watch the connection");
-                    return;
-                }
-            };
-            tokio::select! {
-                r = pgwire::tokio::process_socket(socket, tls, handlers) => {
-                    if let Err(e) = r {
-                        tracing::debug!(%peer, error = %e, "postgres connection ended with an error");
-                    }
-                }
-                () = peer_closed(&watch) => {
-                    tracing::debug!(%peer, "postgres: the client closed the connection");
-                }
-                // Graceful stop: connections idle or not are closed once the service stops.
-                _ = shutdown.cancelled() => {}
-            }
-        });
-    }
-}
-
-/// The socket, and a second handle on it (a duplicated descriptor) for [`peer_closed`].
-fn watch_handle(
-    socket: tokio::net::TcpStream,
-) -> std::io::Result<(tokio::net::TcpStream, tokio::net::TcpStream)> {
-    let socket = socket.into_std()?;
-    let watch = socket.try_clone()?;
-    Ok((
-        tokio::net::TcpStream::from_std(socket)?,
-        tokio::net::TcpStream::from_std(watch)?,
-    ))
-}
-
-/// Resolves once the peer has closed or reset the connection, without reading any of the
-/// bytes the protocol handler has yet to read: readiness is edge-triggered, so
-/// after a wake-up for data that stays unread it waits for the next event, the FIN or RST
-/// among them.
-async fn peer_closed(watch: &tokio::net::TcpStream) {
-    use tokio::io::Interest;
-    loop {
-        match watch.ready(Interest::READABLE).await {
-            Ok(ready) if ready.is_read_closed() => return,
-            Ok(_) => {
-                // Bytes for pgwire (a pipelined message): clear the readiness, keep waiting.
-                let _ = watch.try_io(Interest::READABLE, || {
-                    Err::<(), _>(std::io::ErrorKind::WouldBlock.into())
-                });
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-/// TLS for `pg_listen` from PEM files: a certificate chain and its private key.
-pub(crate) fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<pgwire::tokio::TlsAcceptor, ServeError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let config_err = |what: &str, e: &dyn std::fmt::Display| {
-        ServeError::Config(format!("serve.pg_tls_{what}: {e}"))
-    };
-    let certs = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| config_err("cert", &format!("{}: {e}", cert.display())))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| config_err("cert", &format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(config_err(
-            "cert",
-            &format!("{} holds no certificate", cert.display()),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| config_err("key", &format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
-        .map_err(|e| config_err("key", &e))?;
-    Ok(pgwire::tokio::TlsAcceptor::from(Arc::new(config)))
-}
 
 struct PgFactory(Arc<PgHandlers>);
 
@@ -551,147 +447,6 @@ impl ExtendedQueryHandler for PgHandlers {
             }
         }
     }
-}
-
-/// A statement parsed by `Parse`: a plan that passed the sandbox, with its parameters still
-/// unbound, or a statement answered per connection.
-#[derive(Debug, Clone)]
-pub(crate) enum PgStatement {
-    Query(Arc<LogicalPlan>),
-    Special(Box<Statement>),
-}
-
-#[derive(Debug)]
-pub(crate) struct PgParser {
-    engine: Arc<QueryEngine>,
-    sql: PostgresCompatibilityParser,
-}
-
-impl PgParser {
-    fn parse(&self, sql: &str) -> PgWireResult<Vec<Statement>> {
-        let mut statements = self
-            .sql
-            .parse(sql)
-            .map_err(|e| user_error("42601", format!("syntax error: {e}")))?;
-        for statement in &mut statements {
-            rewrite_for_datafusion(statement);
-        }
-        Ok(statements)
-    }
-}
-
-fn is_special(statement: &Statement) -> bool {
-    matches!(
-        statement,
-        Statement::StartTransaction { .. }
-            | Statement::Commit { .. }
-            | Statement::Rollback { .. }
-            | Statement::Savepoint { .. }
-            | Statement::ReleaseSavepoint { .. }
-            | Statement::Discard { .. }
-            | Statement::Deallocate { .. }
-            | Statement::Set(_)
-            | Statement::ShowVariable { .. }
-            | Statement::Copy { .. }
-    )
-}
-
-#[async_trait]
-impl QueryParser for PgParser {
-    type Statement = PgStatement;
-
-    async fn parse_sql<C>(
-        &self,
-        _client: &C,
-        sql: &str,
-        _types: &[Option<Type>],
-    ) -> PgWireResult<Option<Self::Statement>>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        self.engine.check_size(sql).map_err(|e| query_error(&e))?;
-        let mut statements = self.parse(sql)?;
-        if statements.len() > 1 {
-            return Err(user_error(
-                "42601",
-                "cannot insert multiple commands into a prepared statement".into(),
-            ));
-        }
-        let Some(statement) = statements.pop() else {
-            return Ok(None);
-        };
-        if is_special(&statement) {
-            return Ok(Some(PgStatement::Special(Box::new(statement))));
-        }
-        let plan = self
-            .engine
-            .prepare_statement(DfStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(|e| query_error(&e))?;
-        Ok(Some(PgStatement::Query(Arc::new(plan))))
-    }
-
-    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        match statement {
-            PgStatement::Query(plan) => parameter_types(plan)?
-                .iter()
-                .map(|t| t.as_ref().map_or(Ok(Type::UNKNOWN), into_pg_type))
-                .collect(),
-            PgStatement::Special(_) => Ok(Vec::new()),
-        }
-    }
-
-    fn get_result_schema(
-        &self,
-        statement: &Self::Statement,
-        format: Option<&Format>,
-    ) -> PgWireResult<Vec<FieldInfo>> {
-        match statement {
-            PgStatement::Query(plan) => arrow_schema_to_pg_fields(
-                &QueryEngine::result_schema(plan),
-                format.unwrap_or(&Format::UnifiedText),
-                None,
-            ),
-            PgStatement::Special(s) => Ok(match s.as_ref() {
-                Statement::ShowVariable { variable } => vec![text_field(
-                    &variable
-                        .iter()
-                        .map(|v| v.value.to_lowercase())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                )],
-                _ => Vec::new(),
-            }),
-        }
-    }
-}
-
-/// The types of `$1..$n` in order, `None` where the plan does not tell.
-fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
-    let types = plan
-        .get_parameter_types()
-        .map_err(|e| query_error(&QueryError::Plan(e)))?;
-    let mut numbered: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
-    for (id, t) in types {
-        let n = id
-            .strip_prefix('$')
-            .and_then(|n| n.parse::<usize>().ok())
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                user_error(
-                    "42P02",
-                    format!("parameter {id}: the Postgres protocol numbers parameters $1, $2, ..."),
-                )
-            })?;
-        numbered.push((n, t));
-    }
-    numbered.sort_by_key(|(n, _)| *n);
-    let count = numbered.last().map_or(0, |(n, _)| *n);
-    let mut out = vec![None; count];
-    for (n, t) in numbered {
-        out[n - 1] = t;
-    }
-    Ok(out)
 }
 
 /// The rows of a running query, encoded as the client asked (text or binary per column).
