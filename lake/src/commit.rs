@@ -69,10 +69,15 @@ pub fn commit_properties(
         .with_cleanup_expired_logs(Some(false))
 }
 
-/// Checks that the loaded snapshot's txn versions are what the caller expects.
+/// Checks that the loaded snapshot's txn versions are what the caller expects: read in one
+/// pass, from the commits after the previous check (see [`crate::progress::all_txns`]).
 async fn check_txns(table: &DeltaTable, txns: &[TxnUpdate]) -> Result<(), LakeError> {
+    if txns.is_empty() {
+        return Ok(());
+    }
+    let known = crate::progress::all_txns(table).await?;
     for txn in txns {
-        let current = txn_version(table, &txn.app_id).await?;
+        let current = known.get(&txn.app_id).copied();
         if current != txn.expected {
             return Err(LakeError::TxnConflict {
                 table: table.table_url().to_string(),

@@ -82,16 +82,116 @@ pub fn complete_through(txns: &HashMap<String, i64>, grace_ms: i64) -> Option<i6
     newest.values().min().map(|&t| t.saturating_sub(grace_ms))
 }
 
-/// Every `txn` of the table's loaded version, app id -> version, in one replay of its log
-/// (the newest checkpoint's `txn` column and the commits after it).
+/// Every `txn` of the table's loaded version, app id -> version.
 ///
-/// delta-rs 1.1 answers one app id per replay; a worker resuming P partitions, or a reader
-/// that does not know the partitions, would replay the log P times.
+/// The first call for a table replays its log once (the newest checkpoint's `txn` column and
+/// the commits after it); later calls start from what the previous one read and read only the
+/// commits after it, usually one or two objects. delta-rs 1.1 instead replays the log since
+/// the newest checkpoint once per app id: checked before every ingest commit, that was P
+/// replays per commit whose cost grew with every commit until the compactor's next checkpoint.
+/// A commit that can no longer be read (log cleanup) falls back to the full replay.
 pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeError> {
-    let name = table.table_url().to_string();
     let Some(version) = table.version() else {
         return Ok(HashMap::new());
     };
+    let name = table.table_url().to_string();
+    let key = (
+        name.clone(),
+        table
+            .snapshot()
+            .map_err(|e| LakeError::delta(&name, e))?
+            .metadata()
+            .id()
+            .to_string(),
+    );
+    let known = read_cache().get(&key).cloned();
+    let txns = match known {
+        Some(known) if known.version <= version => {
+            match txns_after(table, known.txns, known.version, version).await {
+                Some(txns) => txns,
+                None => replay_txns(table, version).await?,
+            }
+        }
+        _ => replay_txns(table, version).await?,
+    };
+    let mut cache = read_cache();
+    if cache.len() >= KNOWN_TABLES && !cache.contains_key(&key) {
+        cache.clear();
+    }
+    let newer = cache.get(&key).is_some_and(|k| k.version > version);
+    if !newer {
+        cache.insert(
+            key,
+            Known {
+                version,
+                txns: txns.clone(),
+            },
+        );
+    }
+    Ok(txns)
+}
+
+/// What [`all_txns`] last read of a table (keyed by its URL and Delta table id, so a table
+/// dropped and created again at the same place is not mistaken for the old one).
+#[derive(Clone)]
+struct Known {
+    version: u64,
+    txns: HashMap<String, i64>,
+}
+
+type KnownTables = HashMap<(String, String), Known>;
+
+/// Tables remembered at once; past it the memory starts again (a worker holds two tables per
+/// topic it owns).
+const KNOWN_TABLES: usize = 4096;
+
+static KNOWN: std::sync::LazyLock<std::sync::Mutex<KnownTables>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn read_cache() -> std::sync::MutexGuard<'static, KnownTables> {
+    // The map is replaced whole per entry: a panic elsewhere cannot leave an entry half-written.
+    KNOWN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `txns` as of version `from`, moved to version `to` by the `txn` actions of the commits in
+/// between; `None` when one of them cannot be read or parsed.
+async fn txns_after(
+    table: &DeltaTable,
+    mut txns: HashMap<String, i64>,
+    from: u64,
+    to: u64,
+) -> Option<HashMap<String, i64>> {
+    #[derive(serde::Deserialize)]
+    struct Line {
+        txn: Option<Txn>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Txn {
+        #[serde(rename = "appId")]
+        app_id: String,
+        version: i64,
+    }
+    let log_store = table.log_store();
+    for v in from + 1..=to {
+        // Gone (log cleanup) or unreadable: the caller replays the log instead.
+        let commit = log_store.read_commit_entry(v).await.ok()??;
+        for line in commit.split(|&b| b == b'\n') {
+            if !line.windows(5).any(|w| w == b"\"txn\"") {
+                continue;
+            }
+            if let Some(txn) = serde_json::from_slice::<Line>(line).ok()?.txn {
+                txns.insert(txn.app_id, txn.version);
+            }
+        }
+    }
+    Some(txns)
+}
+
+/// Every `txn` of the table at `version`, in one replay of its log.
+async fn replay_txns(table: &DeltaTable, version: u64) -> Result<HashMap<String, i64>, LakeError> {
+    let name = table.table_url().to_string();
     let log_store = table.log_store();
     let engine = log_store.engine(None);
     let mut root = log_store.config().location().clone();

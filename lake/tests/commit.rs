@@ -175,3 +175,141 @@ async fn all_txns_reads_every_app_id_across_a_checkpoint() {
         .unwrap();
     assert_eq!(complete_through(&found, 10), Some(slowest - 10));
 }
+
+/// `all_txns` reads only the commits after its previous reading of a table; when one of them
+/// is gone (the compactor's log cleanup after a checkpoint) it replays the log instead, and a
+/// table dropped and created again at the same place is not read as the old one.
+#[tokio::test]
+async fn all_txns_after_log_cleanup_and_recreation() {
+    use loglake_lake::progress::all_txns;
+
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
+    let mut t = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    for v in 1..=3 {
+        commit_with_progress(
+            &mut t,
+            vec![],
+            &[txn(Some(v - 1).filter(|&e| e > 0), v)],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 3);
+    // Versions 4 (this partition) and 5 (another) by another process (not through this
+    // process's memory of the table); then a checkpoint at 5, and the commits before it
+    // cleaned up, 4 included.
+    let mut other = lake.open_table("t").await.unwrap().unwrap();
+    foreign_commit(&mut other, &[txn(Some(3), 4)]).await;
+    let other_partition = TxnUpdate {
+        app_id: "loglake:g:1".into(),
+        expected: None,
+        version: 1,
+    };
+    foreign_commit(&mut other, &[other_partition]).await;
+    deltalake::checkpoints::create_checkpoint(&other, None)
+        .await
+        .unwrap();
+    let log = dir.path().join("t/_delta_log");
+    for v in 0..5 {
+        std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
+    }
+    loglake_lake::commit::refresh(&mut t).await.unwrap();
+    let found = all_txns(&t).await.unwrap();
+    assert_eq!((found["loglake:g:0"], found["loglake:g:1"]), (4, 1));
+    // A stale expectation is still refused, and the right one accepted.
+    let err = commit_with_progress(&mut t, vec![], &[txn(Some(3), 6)], Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::TxnConflict { .. }), "{err}");
+    commit_with_progress(&mut t, vec![], &[txn(Some(4), 6)], Default::default())
+        .await
+        .unwrap();
+
+    // The same place, a new table: its first commits are at lower versions with no txn.
+    std::fs::remove_dir_all(dir.path().join("t")).unwrap();
+    let mut again = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    assert!(all_txns(&again).await.unwrap().is_empty());
+    for _ in 0..8 {
+        commit_with_progress(&mut again, vec![], &[], Default::default())
+            .await
+            .unwrap();
+    }
+    assert!(
+        all_txns(&again).await.unwrap().is_empty(),
+        "the old table's txns must not leak into the new one"
+    );
+}
+
+/// A commit with txn actions as another process writes it: straight through delta-rs, so this
+/// process's memory of the table's txns does not see it.
+async fn foreign_commit(table: &mut deltalake::DeltaTable, txns: &[TxnUpdate]) {
+    use deltalake::kernel::transaction::CommitBuilder;
+    use deltalake::protocol::{DeltaOperation, SaveMode};
+    let snapshot = table.snapshot().unwrap();
+    CommitBuilder::from(loglake_lake::commit::commit_properties(
+        txns,
+        Default::default(),
+    ))
+    .build(
+        Some(snapshot),
+        table.log_store(),
+        DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        },
+    )
+    .await
+    .unwrap();
+    table.update_incremental(None).await.unwrap();
+}
+
+/// A writer's own commit, landed after another writer's, is in its next reading of the txns
+/// (the reading before the commit was at the version the commit started from) and in a fresh
+/// handle's.
+#[tokio::test]
+async fn all_txns_sees_a_commit_that_landed_after_another() {
+    use loglake_lake::progress::all_txns;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
+    let mut a = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    let mut b = lake.open_table("t").await.unwrap().unwrap();
+    let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
+        .await
+        .unwrap();
+    let other = TxnUpdate {
+        app_id: "loglake:g:1".into(),
+        expected: None,
+        version: 7,
+    };
+    commit_with_progress(&mut b, adds, &[other], Default::default())
+        .await
+        .unwrap();
+    let adds = write_files(&a, vec![batch(&[2])], writer_properties(None), 1 << 20)
+        .await
+        .unwrap();
+    let v = commit_with_progress(&mut a, adds, &[txn(None, 5)], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(v, 2);
+    let want: std::collections::HashMap<String, i64> = [
+        ("loglake:g:0".to_string(), 5),
+        ("loglake:g:1".to_string(), 7),
+    ]
+    .into();
+    loglake_lake::commit::refresh(&mut a).await.unwrap();
+    assert_eq!(all_txns(&a).await.unwrap(), want);
+    let fresh = lake.open_table("t").await.unwrap().unwrap();
+    assert_eq!(all_txns(&fresh).await.unwrap(), want);
+}

@@ -1,7 +1,7 @@
-"""An ingest commit's cost on the store does not grow with the table's age: it lists
-`_delta_log` only past the version it holds, and it reads no more log entries than were
-committed since the last checkpoint, which the compactor writes. The store's requests are
-counted by a faithful proxy in front of the real S3 server."""
+"""An ingest commit's cost on the store does not grow with the table's age: as many LISTs of
+`_delta_log` and as many log GETs at commit 36 as at commit 10, with or without the compactor's
+checkpoint in between. The store's requests are counted by a faithful proxy in front of the
+real S3 server."""
 import re
 import subprocess
 import sys
@@ -92,9 +92,12 @@ def test_ingest_commits_cost_the_same_as_the_log_grows(stack, tmp_path, workers)
     lists = sorted(n for n, _ in per_commit[2:])
     assert lists[-2] <= lists[0] + 2, lists
     assert all(after_key for s in segments[3:] for k, after_key in s if k == "list")
-    # Log entries read per commit: bounded by the commits since the last checkpoint (each
-    # commit reads those, as delta-rs's replay of the segment past the checkpoint), so the
-    # first commits after the compactor's checkpoint read far fewer than the ones before it,
-    # and the last one no more than the commits since then, not the 36 of the whole log.
-    assert after[0][1] * 2 <= max(g for _, g in before), (before, after)
-    assert after[-1][1] <= (COMMITS - CHECKPOINT_AT) + 3, after
+    # Log entries read per commit: a constant few (the commits since the previous flush, read
+    # once for their txn actions, plus the snapshot's own advance), before the compactor's
+    # checkpoint as after it and at commit 36 as at commit 10 — not a replay of the log since
+    # the last checkpoint, which grew by one GET per commit (14 -> 22 GETs at versions 12-21).
+    # One commit may read more: the one that finds the compactor's commit and rebases on it.
+    gets = [g for _, g in per_commit[2:]]
+    print(f"log GETs per commit: {gets}")
+    assert max(g for _, g in after) <= max(g for _, g in per_commit[2:12]), (before, after)
+    assert sorted(gets)[-2] <= 10, gets
