@@ -172,12 +172,16 @@ impl Worker {
         state.buffer.clear();
         if version.saturating_sub(state.loaded_at) >= REOPEN_AFTER_COMMITS {
             // Committed already: a store error here only means the aged snapshot is kept.
-            match self.lake.open_table(topic).await {
-                Ok(Some(table)) => {
+            match self.lake.reopen_table(topic).await {
+                Ok(table) => {
                     state.loaded_at = table.version().unwrap_or(version);
                     state.table = table;
+                    tracing::info!(
+                        table = topic,
+                        version = state.loaded_at,
+                        "table reopened from its newest checkpoint (sheds the aged snapshot)"
+                    );
                 }
-                Ok(None) => {}
                 Err(e) => tracing::warn!(table = topic, error = %e,
                     "could not reopen the table to shed its aged snapshot: keeping it"),
             }

@@ -101,3 +101,37 @@ def test_ingest_commits_cost_the_same_as_the_log_grows(stack, tmp_path, workers)
     print(f"log GETs per commit: {gets}")
     assert max(g for _, g in after) <= max(g for _, g in per_commit[2:12]), (before, after)
     assert sorted(gets)[-2] <= 10, gets
+
+
+def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_path, workers):
+    """Every 100 commits a worker opens its table afresh from the newest checkpoint (delta-rs's
+    snapshot otherwise re-reads one batch per commit it advanced over, on every commit): the
+    worker goes on committing on the new handle, and every record is archived once."""
+    topic = f"reopen-{uuid.uuid4().hex[:6]}"
+    create_topic(stack, topic, 2)
+    lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "150ms"})
+    table = topic.replace("-", "_")
+    w = Worker(lake)
+    workers.append(w)
+    sent = 0
+
+    def trickle(n=6):
+        nonlocal sent
+        produce(stack, topic, [(i % 2, b"h", log_record("2026-03-12T00:00:00Z", "h", i))
+                               for i in range(sent, sent + n)])
+        sent += n
+        time.sleep(0.2)
+
+    deadline = time.time() + 240
+    while "table reopened from its newest checkpoint" not in w.log_path.read_text():
+        assert time.time() < deadline, w.tail()
+        w.assert_alive()
+        trickle()
+    commits_before = w.log_path.read_text().count(" committed ")
+    for _ in range(10):
+        trickle()
+    lake.wait_count(table, sent, workers=[w])
+    assert w.log_path.read_text().count(" committed ") > commits_before, "commits after the reopen"
+    assert w.stop() == 0
+    assert lake.scalar(f"SELECT count(DISTINCT (_kafka_partition, _kafka_offset)) FROM {table}") == sent
+    assert lake.count(table) == sent
