@@ -106,7 +106,9 @@ pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeEr
     );
     let known = read_cache().get(&key).cloned();
     let txns = match known {
-        Some(known) if known.version <= version => {
+        // Far behind (a reader that looks once a day at a busy table), reading commit after
+        // commit would cost more than the replay from the checkpoint.
+        Some(known) if known.version <= version && version - known.version <= MAX_COMMITS_AFTER => {
             match txns_after(table, known.txns, known.version, version).await {
                 Some(txns) => txns,
                 None => replay_txns(table, version).await?,
@@ -130,6 +132,10 @@ pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeEr
     }
     Ok(txns)
 }
+
+/// The most commits [`all_txns`] reads one by one after its previous reading; further behind,
+/// it replays the log.
+const MAX_COMMITS_AFTER: u64 = 64;
 
 /// What [`all_txns`] last read of a table (keyed by its URL and Delta table id, so a table
 /// dropped and created again at the same place is not mistaken for the old one).

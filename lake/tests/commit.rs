@@ -313,3 +313,23 @@ async fn all_txns_sees_a_commit_that_landed_after_another() {
     let fresh = lake.open_table("t").await.unwrap().unwrap();
     assert_eq!(all_txns(&fresh).await.unwrap(), want);
 }
+
+/// A reading far behind the table (more commits since than it reads one by one) is as right as
+/// a near one.
+#[tokio::test]
+async fn all_txns_far_behind_the_table() {
+    use loglake_lake::progress::all_txns;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
+    let mut t = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    assert!(all_txns(&t).await.unwrap().is_empty());
+    for v in 1..=70 {
+        foreign_commit(&mut t, &[txn(Some(v - 1).filter(|&e| e > 0), v)]).await;
+    }
+    assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 70);
+    foreign_commit(&mut t, &[txn(Some(70), 71)]).await;
+    assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 71);
+}
