@@ -23,7 +23,7 @@ use serde_json::json;
 use crate::consumer::Consumer;
 use crate::error::IngestError;
 use crate::metrics::{now_ms, FlushBeat, Metrics};
-use crate::worker::{app_id, event_time_app_id, Worker, REOPEN_AFTER_COMMITS};
+use crate::worker::{app_id, event_time_app_id, Worker};
 
 fn metadata(records: usize) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
@@ -170,22 +170,6 @@ impl Worker {
             state.ratio = (state.ratio + observed) / 2.0;
         }
         state.buffer.clear();
-        if version.saturating_sub(state.loaded_at) >= REOPEN_AFTER_COMMITS {
-            // Committed already: a store error here only means the aged snapshot is kept.
-            match self.lake.reopen_table(topic).await {
-                Ok(table) => {
-                    state.loaded_at = table.version().unwrap_or(version);
-                    state.table = table;
-                    tracing::info!(
-                        table = topic,
-                        version = state.loaded_at,
-                        "table reopened from its newest checkpoint (sheds the aged snapshot)"
-                    );
-                }
-                Err(e) => tracing::warn!(table = topic, error = %e,
-                    "could not reopen the table to shed its aged snapshot: keeping it"),
-            }
-        }
         // Whoever flushed (size, latency, revocation, shutdown), the topic is no longer due.
         self.due.remove(topic);
         let elapsed = started.elapsed();

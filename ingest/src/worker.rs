@@ -30,20 +30,9 @@ pub(crate) struct TopicState {
     pub buffer: TopicBuffer,
     pub table: DeltaTable,
     pub rejected_table: Option<DeltaTable>,
-    /// The data table's version when it was last opened from the store (see
-    /// [`REOPEN_AFTER_COMMITS`]).
-    pub loaded_at: u64,
     /// Parquet bytes per buffered byte, learned from earlier flushes; sizes files.
     pub ratio: f64,
 }
-
-/// A data table is opened afresh (from its newest checkpoint) once its in-memory snapshot has
-/// advanced over this many commits. delta-rs keeps the file list as one Arrow batch per commit
-/// it advanced over, and each advance re-reads all of them: on a local table with a
-/// checkpoint every 100 commits, the median commit took 16 ms over the first 100 commits and
-/// 158 ms over commits 900-1000 without reopening, 31 ms with it
-/// (`lake/examples/commit_latency.rs`, `REOPEN=1`).
-pub(crate) const REOPEN_AFTER_COMMITS: u64 = 100;
 
 /// What this worker knows of one assigned Kafka partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -311,7 +300,6 @@ impl Worker {
             topic.to_string(),
             TopicState {
                 buffer: TopicBuffer::new(mapper, self.config.max_open_partitions),
-                loaded_at: table.version().unwrap_or_default(),
                 table,
                 rejected_table,
                 ratio: 1.0,

@@ -5,8 +5,8 @@
 //! and the time to open the table at the end. Ingest commits run no post-commit hooks, so the
 //! last 100 should cost what the first 100 did; the compactor's checkpoint then makes opening
 //! the table cheap again. `COMMITS=3000 cargo run --example commit_latency -p loglake-lake`.
-//! `REOPEN=1` opens the table afresh after each checkpoint, as ingest does every 100 commits:
-//! delta-rs re-reads one in-memory batch per commit a snapshot advanced over on every advance.
+//! Every `lake::commit::REBUILD_EVERY` versions the handle's snapshot is rebuilt from the newest
+//! checkpoint (delta-rs re-reads one in-memory batch per advance on every advance).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,8 +33,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    // Reopen the table after each checkpoint, as ingest does every 100 commits.
-    let reopen = std::env::var_os("REOPEN").is_some_and(|v| v != "0");
     let dir = tempfile::tempdir()?;
     let lake = Lake::connect(&LakeConfig::local(dir.path())).await?;
     let schema = Arc::new(Schema::new(vec![
@@ -69,10 +67,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         last = Some(i);
         if checkpoint_every > 0 && (i + 1) % checkpoint_every == 0 {
             deltalake::checkpoints::create_checkpoint(&table, None).await?;
-            if reopen {
-                // As ingest does (`REOPEN_AFTER_COMMITS`): a fresh snapshot from the checkpoint.
-                table = lake.open_table("t").await?.ok_or("the table vanished")?;
-            }
         }
     }
     let first = median(times[..100.min(commits)].to_vec());

@@ -204,15 +204,6 @@ impl Lake {
         }
     }
 
-    /// Opens the latest version of a table known to exist, from its newest checkpoint: unlike
-    /// [`Self::open_table`], no listing of the whole `_delta_log` to find out whether it exists.
-    pub async fn reopen_table(&self, dir: &str) -> Result<DeltaTable, LakeError> {
-        self.builder(dir)?
-            .load()
-            .await
-            .map_err(|e| LakeError::delta(dir, e))
-    }
-
     /// Opens a table, creating it with `schema` and `partition_columns` if it does not exist.
     /// Safe to race: a writer that loses the creation race opens the winner's table.
     pub async fn open_or_create(

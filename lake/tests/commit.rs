@@ -27,6 +27,16 @@ fn batch(xs: &[i64]) -> RecordBatch {
     .unwrap()
 }
 
+/// A lake in `dir` and its table "t", partitioned by host.
+async fn new_table(dir: &std::path::Path) -> (Lake, deltalake::DeltaTable) {
+    let lake = Lake::connect(&LakeConfig::local(dir)).await.unwrap();
+    let table = lake
+        .open_or_create("t", &schema(), &["host"])
+        .await
+        .unwrap();
+    (lake, table)
+}
+
 fn txn(expected: Option<i64>, version: i64) -> TxnUpdate {
     TxnUpdate {
         app_id: "loglake:g:0".into(),
@@ -38,11 +48,7 @@ fn txn(expected: Option<i64>, version: i64) -> TxnUpdate {
 #[tokio::test]
 async fn txn_progress_and_zombie_writers() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
-    let mut a = lake
-        .open_or_create("t", &schema(), &["host"])
-        .await
-        .unwrap();
+    let (lake, mut a) = new_table(dir.path()).await;
     let mut b = lake.open_table("t").await.unwrap().unwrap();
 
     let adds = write_files(
@@ -121,11 +127,7 @@ async fn all_txns_reads_every_app_id_across_a_checkpoint() {
     use loglake_lake::progress::{all_txns, complete_through, event_time_app_id, offset_app_id};
 
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
-    let mut t = lake
-        .open_or_create("t", &schema(), &["host"])
-        .await
-        .unwrap();
+    let (lake, mut t) = new_table(dir.path()).await;
     assert!(all_txns(&t).await.unwrap().is_empty());
 
     let mut last: std::collections::HashMap<String, i64> = Default::default();
@@ -184,11 +186,7 @@ async fn all_txns_after_log_cleanup_and_recreation() {
     use loglake_lake::progress::all_txns;
 
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
-    let mut t = lake
-        .open_or_create("t", &schema(), &["host"])
-        .await
-        .unwrap();
+    let (lake, mut t) = new_table(dir.path()).await;
     for v in 1..=3 {
         commit_with_progress(
             &mut t,
@@ -279,11 +277,7 @@ async fn foreign_commit(table: &mut deltalake::DeltaTable, txns: &[TxnUpdate]) {
 async fn all_txns_sees_a_commit_that_landed_after_another() {
     use loglake_lake::progress::all_txns;
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
-    let mut a = lake
-        .open_or_create("t", &schema(), &["host"])
-        .await
-        .unwrap();
+    let (lake, mut a) = new_table(dir.path()).await;
     let mut b = lake.open_table("t").await.unwrap().unwrap();
     let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
         .await
@@ -320,11 +314,7 @@ async fn all_txns_sees_a_commit_that_landed_after_another() {
 async fn all_txns_far_behind_the_table() {
     use loglake_lake::progress::all_txns;
     let dir = tempfile::tempdir().unwrap();
-    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
-    let mut t = lake
-        .open_or_create("t", &schema(), &["host"])
-        .await
-        .unwrap();
+    let (_lake, mut t) = new_table(dir.path()).await;
     assert!(all_txns(&t).await.unwrap().is_empty());
     for v in 1..=70 {
         foreign_commit(&mut t, &[txn(Some(v - 1).filter(|&e| e > 0), v)]).await;

@@ -149,10 +149,7 @@ impl LakeCatalog {
         };
         let mut guard = handle.table.lock().await;
         match guard.as_mut() {
-            Some(table) => table
-                .update_incremental(None)
-                .await
-                .map_err(|e| LakeError::delta(&handle.info.dir, e))?,
+            Some(table) => loglake_lake::commit::refresh(table).await?,
             None => match self.lake.open_table(&handle.info.dir).await? {
                 Some(table) => *guard = Some(table),
                 None => return Ok(None),

@@ -104,9 +104,10 @@ def test_ingest_commits_cost_the_same_as_the_log_grows(stack, tmp_path, workers)
 
 
 def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_path, workers):
-    """Every 100 commits a worker opens its table afresh from the newest checkpoint (delta-rs's
-    snapshot otherwise re-reads one batch per commit it advanced over, on every commit): the
-    worker goes on committing on the new handle, and every record is archived once."""
+    """Every 100 versions a worker's table handle is loaded afresh from the newest checkpoint
+    (delta-rs's snapshot otherwise re-reads one batch per commit it advanced over, on every
+    commit): the worker goes on committing on the new handle, and every record is archived
+    once."""
     topic = f"reopen-{uuid.uuid4().hex[:6]}"
     create_topic(stack, topic, 2)
     lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "150ms"})
@@ -123,7 +124,7 @@ def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_
         time.sleep(0.2)
 
     deadline = time.time() + 240
-    while "table reopened from its newest checkpoint" not in w.log_path.read_text():
+    while "snapshot rebuilt from the newest checkpoint" not in w.log_path.read_text():
         assert time.time() < deadline, w.tail()
         w.assert_alive()
         trickle()
