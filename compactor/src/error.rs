@@ -13,6 +13,13 @@ pub enum CompactError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    #[error("table {table}: could not write {path}")]
+    Write {
+        table: String,
+        path: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("table {table}: could not merge {partition}")]
     Merge {
         table: String,

@@ -28,6 +28,7 @@
 //! ```
 
 mod config;
+pub mod copy;
 mod error;
 pub mod merge;
 pub mod planner;

@@ -8,24 +8,27 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use chrono::{DateTime, Timelike, Utc};
 use delta_kernel::expressions::Scalar;
-use deltalake::kernel::{Action, LogicalFileView};
+use deltalake::kernel::{Action, Add, LogicalFileView};
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter as _, RecordBatchWriter, WriteMode};
 use deltalake::DeltaTable;
 use futures::StreamExt as _;
 use indexmap::IndexMap;
 use loglake_lake::commit::{commit_actions, commit_properties, refresh, txn_version, TxnUpdate};
-use loglake_lake::write::writer_properties;
+use loglake_lake::write::{writer_properties, ROW_GROUP_ROWS};
 use loglake_lake::{Lake, LakeError, REJECTED_SUFFIX};
+use object_store::path::Path;
 // ParquetObjectReader is deprecated upstream in favour of hand-written AsyncFileReaders; it
 // still does exactly what a merge needs (ranged GETs of one object), so it stays until the
 // replacement lands in a release we pin.
 #[allow(deprecated)]
 use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
+use parquet::file::metadata::ParquetMetaData;
 use serde_json::json;
 
 use crate::config::CompactorConfig;
+use crate::copy::{self, NoCopy};
 use crate::error::CompactError;
 use crate::merge::SortedMerge;
 use crate::planner::{expired, plan, FileInfo, Merge, PlanConfig};
@@ -41,6 +44,13 @@ const SORT_COLUMN: &str = "timestamp";
 
 /// Rows per batch read from each input: memory is one such batch per input of a merge.
 const INPUT_BATCH_ROWS: usize = 4096;
+
+/// Inputs whose row groups average fewer rows are decoded and merged into row groups of
+/// ingest's size (`ROW_GROUP_ROWS`) rather than copied as they are.
+const COPY_MIN_GROUP_ROWS: usize = ROW_GROUP_ROWS / 8;
+
+#[allow(deprecated)]
+type ObjectReader = ParquetObjectReader;
 
 /// Input footers read at once when a merge starts.
 const OPEN_CONCURRENCY: usize = 16;
@@ -261,46 +271,7 @@ async fn merge_one(
     if opened.is_empty() {
         return Ok(MergeDone::default());
     }
-    // The table's columns as files hold them (partition columns live in paths): inputs
-    // written before the table gained a column read it as null.
-    let table_columns = loglake_lake::evolve::arrow_schema(table)?;
-    let partition_columns = table
-        .snapshot()
-        .map_err(lake_err(dir))?
-        .metadata()
-        .partition_columns()
-        .to_vec();
-    let schema: SchemaRef = Arc::new(Schema::new(
-        table_columns
-            .fields()
-            .iter()
-            .filter(|f| !partition_columns.contains(f.name()))
-            .cloned()
-            .collect::<Vec<_>>(),
-    ));
-    let mut streams = Vec::with_capacity(opened.len());
-    for (builder, view) in opened.into_iter().zip(&inputs) {
-        let stream = builder?.build().map_err(|source| CompactError::Read {
-            table: dir.to_string(),
-            path: view.path().to_string(),
-            source,
-        })?;
-        let target = schema.clone();
-        streams.push(
-            stream
-                .map(move |batch| {
-                    batch
-                        .map_err(ArrowError::from)
-                        .and_then(|b| loglake_lake::evolve::align(b, &target))
-                })
-                .boxed(),
-        );
-    }
-    let sorted_by = schema.index_of(SORT_COLUMN).ok();
-    let mut writer = RecordBatchWriter::for_table(table)
-        .map_err(lake_err(dir))?
-        .with_writer_properties(writer_properties(sorted_by))
-        .with_target_file_size(config.target_file_size.as_u64());
+    let builders = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
     let values = partition_values(merge);
     let partition = format!(
         "host={}/date={}/hour={}",
@@ -311,16 +282,53 @@ async fn merge_one(
         partition: partition.clone(),
         source,
     };
-    let mut merged = SortedMerge::new(schema, SORT_COLUMN, 8192, streams);
-    let mut rows = 0u64;
-    while let Some(batch) = merged.next_batch().await.map_err(merge_err)? {
-        rows += batch.num_rows() as u64;
-        writer
-            .write_partition(batch, &values, WriteMode::Default)
-            .await
-            .map_err(lake_err(dir))?;
-    }
-    let mut adds = writer.flush().await.map_err(lake_err(dir))?;
+    let metas: Vec<&ParquetMetaData> = builders.iter().map(|b| b.metadata().as_ref()).collect();
+    let plan = copy::copy_order(
+        &metas,
+        SORT_COLUMN,
+        &writer_properties(None),
+        COPY_MIN_GROUP_ROWS,
+    )
+    .and_then(|plan| {
+        let stats: Vec<Option<String>> = inputs.iter().map(|v| v.stats()).collect();
+        if stats
+            .iter()
+            .all(|s| copy::merged_stats(std::slice::from_ref(s), &plan.time_columns).is_some())
+        {
+            Ok((plan, stats))
+        } else {
+            Err(NoCopy::NoStatistics)
+        }
+    });
+    let (mut adds, rows, method) = match plan {
+        Ok((plan, stats)) => {
+            let copied = copy::copy_row_groups(
+                dir,
+                store.clone(),
+                &inputs
+                    .iter()
+                    .map(|v| v.object_store_path())
+                    .collect::<Vec<_>>(),
+                &plan.order,
+                &parent(&inputs[0].object_store_path()),
+                Arc::new(writer_properties(Some(plan.sort_leaf))),
+                config.target_file_size.as_u64(),
+            )
+            .await?;
+            let rows = copied.iter().map(|c| c.rows).sum();
+            let adds = copied
+                .into_iter()
+                .map(|c| copied_add(c, inputs[0], &stats, &plan.time_columns))
+                .collect();
+            (adds, rows, "copy")
+        }
+        Err(why) => {
+            tracing::debug!(table = dir, %partition, ?why, "merge decodes its inputs");
+            let (adds, rows) =
+                decode_merge(table, dir, builders, &inputs, &values, config, &merge_err).await?;
+            (adds, rows, "decode")
+        }
+    };
     let expected_rows: u64 = inputs
         .iter()
         .filter_map(|v| v.num_records())
@@ -376,7 +384,7 @@ async fn merge_one(
     };
     match commit_actions(table, actions, &[fence], metadata, operation).await {
         Ok(version) => {
-            tracing::info!(table = dir, %partition, files_in = merge.inputs.len(), files_out, rows, version, "merged");
+            tracing::info!(table = dir, %partition, files_in = merge.inputs.len(), files_out, rows, version, method, "merged");
             Ok(MergeDone {
                 files_out,
                 bytes_out,
@@ -389,6 +397,102 @@ async fn merge_one(
         }),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Where a copied merge's new file goes: beside its inputs.
+fn parent(path: &Path) -> Path {
+    let parts: Vec<_> = path.parts().collect();
+    Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
+}
+
+/// The Add action of a file a copy wrote: the inputs' partition values, their statistics
+/// combined.
+fn copied_add(
+    copied: copy::Copied,
+    like: &LogicalFileView,
+    stats: &[Option<String>],
+    time_columns: &[Vec<String>],
+) -> Add {
+    let stats: Vec<Option<String>> = copied.inputs.iter().map(|&i| stats[i].clone()).collect();
+    Add {
+        // As delta-rs's own writer records a path: the object store's (percent-encoded) form.
+        path: copied.path.to_string(),
+        partition_values: like.partition_values_map(),
+        size: copied.size as i64,
+        modification_time: Utc::now().timestamp_millis(),
+        data_change: false,
+        stats: copy::merged_stats(&stats, time_columns),
+        tags: None,
+        deletion_vector: None,
+        base_row_id: None,
+        default_row_commit_version: None,
+        clustering_provider: None,
+    }
+}
+
+/// The decoding merge: reads every input's rows, merges them by `timestamp` and writes them
+/// anew with ingest's writer settings (row groups re-formed). Returns the new files' Add
+/// actions and the rows written.
+async fn decode_merge(
+    table: &DeltaTable,
+    dir: &str,
+    builders: Vec<ParquetRecordBatchStreamBuilder<ObjectReader>>,
+    inputs: &[&LogicalFileView],
+    values: &IndexMap<String, Scalar>,
+    config: &CompactorConfig,
+    merge_err: &impl Fn(ArrowError) -> CompactError,
+) -> Result<(Vec<Add>, u64), CompactError> {
+    // The table's columns as files hold them (partition columns live in paths): inputs
+    // written before the table gained a column read it as null.
+    let table_columns = loglake_lake::evolve::arrow_schema(table)?;
+    let partition_columns = table
+        .snapshot()
+        .map_err(lake_err(dir))?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    let schema: SchemaRef = Arc::new(Schema::new(
+        table_columns
+            .fields()
+            .iter()
+            .filter(|f| !partition_columns.contains(f.name()))
+            .cloned()
+            .collect::<Vec<_>>(),
+    ));
+    let mut streams = Vec::with_capacity(builders.len());
+    for (builder, view) in builders.into_iter().zip(inputs) {
+        let stream = builder.build().map_err(|source| CompactError::Read {
+            table: dir.to_string(),
+            path: view.path().to_string(),
+            source,
+        })?;
+        let target = schema.clone();
+        streams.push(
+            stream
+                .map(move |batch| {
+                    batch
+                        .map_err(ArrowError::from)
+                        .and_then(|b| loglake_lake::evolve::align(b, &target))
+                })
+                .boxed(),
+        );
+    }
+    let sorted_by = schema.index_of(SORT_COLUMN).ok();
+    let mut writer = RecordBatchWriter::for_table(table)
+        .map_err(lake_err(dir))?
+        .with_writer_properties(writer_properties(sorted_by))
+        .with_target_file_size(config.target_file_size.as_u64());
+    let mut merged = SortedMerge::new(schema, SORT_COLUMN, 8192, streams);
+    let mut rows = 0u64;
+    while let Some(batch) = merged.next_batch().await.map_err(merge_err)? {
+        rows += batch.num_rows() as u64;
+        writer
+            .write_partition(batch, values, WriteMode::Default)
+            .await
+            .map_err(lake_err(dir))?;
+    }
+    let adds = writer.flush().await.map_err(lake_err(dir))?;
+    Ok((adds, rows))
 }
 
 /// The start of the hour holding `t`.
