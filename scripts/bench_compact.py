@@ -16,6 +16,7 @@ the same many small files. Then:
 
 Output: one JSON object per line, then a table.
 """
+import datetime
 import json
 import os
 import shutil
@@ -106,10 +107,12 @@ def main():
     sent = 0
     try:
         for k in range(WAVES):
-            # Each wave continues the previous one's event times: one hour of logs in all.
-            base = f"2026-01-02T00:{(k * 60) // WAVES:02d}:00+00:00"
+            # Each wave takes the next slice of the hour, as a stream's flushes do: one hour of
+            # logs in all, each host's rows in time order across waves.
+            start = datetime.datetime(2026, 1, 2, tzinfo=datetime.timezone.utc) + k * datetime.timedelta(hours=1) / WAVES
             out = subprocess.run([sys.executable, str(ROOT / "scripts" / "feed.py"), "--brokers", BROKERS, "--topic", topic,
-                                  "--partitions", "4", "--base", base, "--count", str(per_wave), "generate"],
+                                  "--partitions", "4", "--base", start.isoformat(), "--span", str(3600 / WAVES),
+                                  "--count", str(per_wave), "generate"],
                                  check=True, capture_output=True, text=True)
             sent += json.loads(out.stdout)["records"]
             for cfg in (cfg_a, cfg_b):

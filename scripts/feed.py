@@ -73,10 +73,12 @@ def records_from_loghub(directory, repeat, base):
             n += 1
 
 
-def records_generated(count, base):
+def records_generated(count, base, span=None):
+    """`count` records from `base` on, 7 ms apart, or spread evenly over `span` seconds."""
     rng = random.Random(11)
+    step = timedelta(seconds=span) / count if span else timedelta(milliseconds=7)
     for n in range(count):
-        ts = base + timedelta(milliseconds=n * 7)
+        ts = base + n * step
         yield {
             "timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "host": HOSTS[n % len(HOSTS)],
@@ -185,6 +187,7 @@ def main():
     ap.add_argument("--repeat", type=int, default=1, help="loghub: passes over the samples")
     ap.add_argument("--count", type=int, default=10000, help="generate, generate-hdfs: records")
     ap.add_argument("--base", default="2026-01-02T00:00:00+00:00", help="event time of the first record")
+    ap.add_argument("--span", type=float, help="generate: spread event times over this many seconds")
     ap.add_argument("--dump", help="also write every payload, one per line, to this file")
     ap.add_argument("--compression", choices=["none", "gzip", "snappy", "lz4", "zstd"], default="none",
                     help="producer codec for the record batches (librdkafka compression.type)")
@@ -207,7 +210,7 @@ def main():
     elif a.source == "generate-hdfs":
         records = records_hdfs(a.count, base)
     else:
-        records = records_generated(a.count, base)
+        records = records_generated(a.count, base, a.span)
     p = Producer({"bootstrap.servers": a.brokers, "linger.ms": 20, "batch.size": 1000000,
                   "compression.type": a.compression, "queue.buffering.max.messages": 500000})
     sent = nbytes = 0

@@ -7,7 +7,8 @@
 //! 1. **plans** ([`planner::plan`], pure) which small files of which *closed* hours (hour end
 //!    plus `grace` in the past) to merge, and which hours retention expires;
 //! 2. **merges** each planned group with a k-way merge ([`merge::SortedMerge`]: the inputs are
-//!    each sorted by `timestamp`), writes files of about `target_file_size`, and commits the
+//!    each sorted by `timestamp`) or, when the inputs follow each other in time, by copying
+//!    their encoded row groups ([`copy`]), writes files of about `target_file_size`, and commits the
 //!    swap as one Delta commit: `remove`s and `add`s with `dataChange = false`, fenced by a
 //!    `txn` of its own so that two compactors cannot both remove the same files;
 //! 3. **expires** whole partitions past retention (a partition-only delete: no file is read);

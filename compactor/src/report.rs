@@ -22,6 +22,8 @@ pub struct TableReport {
     pub planned_files_out: usize,
     /// Done.
     pub merged: usize,
+    /// Of those, merges done by copying row groups (no decoding).
+    pub copied: usize,
     pub files_in: usize,
     pub bytes_in: u64,
     pub files_out: usize,
@@ -61,6 +63,7 @@ impl TableReport {
 
     pub fn merged(&mut self, merge: &Merge, done: &MergeDone) {
         self.merged += 1;
+        self.copied += usize::from(done.copied);
         self.files_in += merge.inputs.len();
         self.bytes_in += merge.bytes;
         self.files_out += done.files_out;
@@ -124,12 +127,13 @@ impl fmt::Display for PassReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} tables ({} failed): {} partitions merged, files {} -> {}, bytes {} -> {}, {} rows; \
+            "{} tables ({} failed): {} partitions merged ({} by copying row groups), files {} -> {}, bytes {} -> {}, {} rows; \
              retention removed {} files; vacuum deleted {} files; {} log entries cleaned; \
              {} files live; {:.1}s",
             self.tables.len(),
             self.failed.len(),
             self.sum(|t| t.merged as u64),
+            self.sum(|t| t.copied as u64),
             self.sum(|t| t.files_in as u64),
             self.sum(|t| t.files_out as u64),
             ByteSize(self.sum(|t| t.bytes_in)),

@@ -22,6 +22,7 @@ pub struct CompactorMetrics {
     pass_failures: AtomicU64,
     consecutive_failures: AtomicU64,
     partitions_merged: AtomicU64,
+    partitions_copied: AtomicU64,
     files_in: AtomicU64,
     files_out: AtomicU64,
     bytes_in: AtomicU64,
@@ -55,6 +56,7 @@ impl CompactorMetrics {
                 };
                 for t in &r.tables {
                     add(&self.partitions_merged, t.merged as u64);
+                    add(&self.partitions_copied, t.copied as u64);
                     add(&self.files_in, t.files_in as u64);
                     add(&self.files_out, t.files_out as u64);
                     add(&self.bytes_in, t.bytes_in);
@@ -102,6 +104,11 @@ impl Collector for CompactorMetrics {
             "loglake_compactor_partitions_merged",
             "(host, date, hour) merges committed.",
             c(&self.partitions_merged),
+        )?;
+        m.counter(
+            "loglake_compactor_partitions_copied",
+            "Of the merges, those done by copying encoded row groups (inputs in time order).",
+            c(&self.partitions_copied),
         )?;
         m.counter(
             "loglake_compactor_files_in",

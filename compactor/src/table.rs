@@ -219,6 +219,8 @@ pub async fn run_table(
 /// What one merge wrote.
 #[derive(Debug, Default)]
 pub struct MergeDone {
+    /// Row groups were copied, not decoded.
+    pub copied: bool,
     pub files_out: usize,
     pub bytes_out: u64,
     pub rows: u64,
@@ -386,6 +388,7 @@ async fn merge_one(
         Ok(version) => {
             tracing::info!(table = dir, %partition, files_in = merge.inputs.len(), files_out, rows, version, method, "merged");
             Ok(MergeDone {
+                copied: method == "copy",
                 files_out,
                 bytes_out,
                 rows,
