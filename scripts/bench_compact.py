@@ -34,6 +34,8 @@ BROKERS = os.environ["LOGLAKE_KAFKA_BROKERS"]
 S3 = os.environ["LOGLAKE_S3_ENDPOINT"]
 RECORDS = int(os.environ.get("BENCH_RECORDS", "600000"))
 WAVES = int(os.environ.get("BENCH_WAVES", "40"))
+# Ingest's flush interval: one file per host per wave needs it longer than feeding one wave.
+MAX_LATENCY = os.environ.get("BENCH_MAX_LATENCY", "1s")
 TARGET = "256MiB"
 STORAGE = {"AWS_ENDPOINT_URL": S3, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ALLOW_HTTP": "true"}
@@ -46,7 +48,7 @@ def config(tmp, name, topic):
                    f'access_key_id = "testing"\nsecret_access_key = "testing"\nallow_http = true\n'
                    f'[kafka]\nbrokers = "{BROKERS}"\ngroup_id = "{name}"\ntopics = ["{topic}"]\n'
                    f'[kafka.options]\n"session.timeout.ms" = "6000"\n'
-                   f'[ingest]\nmax_latency = "1s"\nmetrics_listen = "off"\nschemas_dir = "{tmp}/no-schemas"\n'
+                   f'[ingest]\nmax_latency = "{MAX_LATENCY}"\nmetrics_listen = "off"\nschemas_dir = "{tmp}/no-schemas"\n'
                    f'[compactor]\ntarget_file_size = "{TARGET}"\ngrace = "1m"\nmetrics_listen = "off"\n')
     return cfg
 
