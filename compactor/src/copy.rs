@@ -547,6 +547,98 @@ mod tests {
         copy_order(&metas, "timestamp", &writer_properties(None), min_rows).map(|p| p.order)
     }
 
+    fn encoded(times: &[i64]) -> Bytes {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("message", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")),
+                Arc::new(StringArray::from_iter_values(
+                    times
+                        .iter()
+                        .map(|t| format!("event {t} {}", t * 7919 % 1000)),
+                )),
+            ],
+        )
+        .unwrap();
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties(Some(0)))).unwrap();
+        writer.write(&batch).unwrap();
+        Bytes::from(writer.into_inner().unwrap())
+    }
+
+    /// Three inputs on a real (local) store, given out of order, with a target that holds two
+    /// of them: two files, inputs never split, rows in time order, readable by Arrow.
+    #[tokio::test]
+    async fn copies_into_files_of_the_target_size() {
+        use object_store::local::LocalFileSystem;
+        use object_store::PutPayload;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(LocalFileSystem::new_with_prefix(dir.path()).unwrap());
+        let runs: [Vec<i64>; 3] = [
+            (2000..3000).collect(),
+            (0..1000).collect(),
+            (1000..2000).collect(),
+        ];
+        let mut paths = Vec::new();
+        let mut sizes = Vec::new();
+        for (n, times) in runs.iter().enumerate() {
+            let path = Path::from(format!("host=a/in-{n}.parquet"));
+            let bytes = encoded(times);
+            sizes.push(bytes.len() as u64);
+            store.put(&path, PutPayload::from(bytes)).await.unwrap();
+            paths.push(path);
+        }
+        let target = sizes[1] + sizes[2] + 64;
+        let copied = copy_row_groups(
+            "t",
+            store.clone(),
+            &paths,
+            &[1, 2, 0],
+            &Path::from("host=a"),
+            Arc::new(writer_properties(Some(0))),
+            target,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            copied.iter().map(|c| c.inputs.clone()).collect::<Vec<_>>(),
+            [vec![1, 2], vec![0]]
+        );
+        let mut all = Vec::new();
+        for c in &copied {
+            let bytes = store.get(&c.path).await.unwrap().bytes().await.unwrap();
+            assert_eq!(bytes.len() as u64, c.size);
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .unwrap()
+                .build()
+                .unwrap();
+            let mut rows = 0;
+            for batch in reader {
+                let batch = batch.unwrap();
+                rows += batch.num_rows();
+                let times = batch
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()
+                    .unwrap();
+                all.extend(times.values().iter().copied());
+            }
+            assert_eq!(rows as u64, c.rows);
+        }
+        assert_eq!(all, (0..3000).collect::<Vec<i64>>());
+    }
+
     #[test]
     fn inputs_in_any_order_are_copied_in_time_order() {
         let files = [
