@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::interleave_record_batch;
+use arrow::compute::{concat_batches, interleave_record_batch};
 use arrow::datatypes::{SchemaRef, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use futures::{Stream, StreamExt as _};
@@ -16,6 +16,8 @@ use futures::{Stream, StreamExt as _};
 struct Cursor<S> {
     stream: S,
     batch: Option<RecordBatch>,
+    /// The merge column's index in `batch`.
+    column: usize,
     row: usize,
     /// The current batch is used up: fetch the next before merging on (after the rows taken
     /// from it were emitted, since they point into it).
@@ -69,6 +71,7 @@ where
                 .map(|stream| Cursor {
                     stream,
                     batch: None,
+                    column: 0,
                     row: 0,
                     refill: true,
                     done: false,
@@ -122,17 +125,25 @@ where
             if let Some(batch) = &self.cursors[i].batch {
                 let column = self.column_index(batch)?;
                 self.heap.push(Reverse((key(batch, column, 0), i)));
+                self.cursors[i].column = column;
             }
         }
         Ok(())
     }
 
     /// The next merged batch; `None` when every input is exhausted.
+    ///
+    /// Rows are taken in runs: once an input is the smallest, every following row of its batch
+    /// that still sorts before the next input's head is taken with it (found by binary
+    /// search). Inputs that follow each other in time thus pass through as slices of their
+    /// batches, and only rows that really interleave are copied one by one.
     pub async fn next_batch(&mut self) -> Result<Option<RecordBatch>, ArrowError> {
         self.started = true;
         self.refill().await?;
-        let mut picks: Vec<(usize, usize)> = Vec::with_capacity(self.batch_rows);
-        while picks.len() < self.batch_rows {
+        // (cursor, first row, end row) in output order.
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+        let mut taken = 0;
+        while taken < self.batch_rows {
             let Some(Reverse((_, i))) = self.heap.pop() else {
                 break;
             };
@@ -141,32 +152,67 @@ where
                 .batch
                 .as_ref()
                 .expect("a cursor in the heap has a batch");
-            picks.push((i, cursor.row));
-            cursor.row += 1;
+            let limit = (cursor.row + (self.batch_rows - taken)).min(batch.num_rows());
+            let end = match self.heap.peek() {
+                None => limit,
+                Some(&Reverse(next)) => {
+                    // Ties go to the lower input index, as the heap orders them.
+                    let (mut lo, mut hi) = (cursor.row + 1, limit);
+                    while lo < hi {
+                        let mid = lo + (hi - lo) / 2;
+                        if (key(batch, cursor.column, mid), i) < next {
+                            lo = mid + 1;
+                        } else {
+                            hi = mid;
+                        }
+                    }
+                    lo
+                }
+            };
+            runs.push((i, cursor.row, end));
+            taken += end - cursor.row;
+            cursor.row = end;
             if cursor.row < batch.num_rows() {
-                let column = batch.schema().index_of(&self.column)?;
-                self.heap.push(Reverse((key(batch, column, cursor.row), i)));
+                self.heap
+                    .push(Reverse((key(batch, cursor.column, cursor.row), i)));
             } else {
-                // The rows picked from this batch must be emitted before it is replaced.
+                // The rows taken from this batch must be emitted before it is replaced.
                 cursor.refill = true;
                 break;
             }
         }
-        if picks.is_empty() {
-            return Ok(None);
-        }
-        // interleave wants the sources as a slice; map each cursor to its position there.
-        let mut sources: Vec<&RecordBatch> = Vec::new();
-        let mut position = vec![usize::MAX; self.cursors.len()];
-        for (i, _) in &picks {
-            if position[*i] == usize::MAX {
-                position[*i] = sources.len();
-                sources.push(self.cursors[*i].batch.as_ref().expect("picked from it"));
+        let batch_of = |i: usize| self.cursors[i].batch.as_ref().expect("taken from it");
+        match runs.as_slice() {
+            [] => Ok(None),
+            [(i, start, end)] => Ok(Some(batch_of(*i).slice(*start, end - start))),
+            // Long runs: copy them whole.
+            _ if runs.len() * 8 <= taken => {
+                let slices: Vec<RecordBatch> = runs
+                    .iter()
+                    .map(|&(i, start, end)| batch_of(i).slice(start, end - start))
+                    .collect();
+                Ok(Some(concat_batches(&self.schema, &slices)?))
+            }
+            _ => {
+                // interleave wants the sources as a slice; map each cursor to its position.
+                let mut sources: Vec<&RecordBatch> = Vec::new();
+                let mut position = vec![usize::MAX; self.cursors.len()];
+                for &(i, _, _) in &runs {
+                    if position[i] == usize::MAX {
+                        position[i] = sources.len();
+                        sources.push(batch_of(i));
+                    }
+                }
+                let indices: Vec<(usize, usize)> = runs
+                    .iter()
+                    .flat_map(|&(i, start, end)| {
+                        let source = position[i];
+                        (start..end).map(move |r| (source, r))
+                    })
+                    .collect();
+                Ok(Some(interleave_record_batch(&sources, &indices)?))
             }
         }
-        let indices: Vec<(usize, usize)> = picks.iter().map(|(i, r)| (position[*i], *r)).collect();
-        let merged = interleave_record_batch(&sources, &indices)?;
-        Ok(Some(merged))
     }
 
     /// The schema of the merged batches.
@@ -275,13 +321,17 @@ mod tests {
             inputs in proptest::collection::vec(
                 proptest::collection::vec(proptest::collection::vec(0i64..50, 0..20), 0..5), 1..8),
             batch_rows in 1usize..40,
+            // Inputs shifted apart by this much: from fully interleaved (0) to disjoint
+            // ranges, taken as whole runs (inputs given in reverse time order).
+            spread in 0i64..80,
         ) {
             // Each input sorted as ingest writes it; ids say (input, position).
             let mut expected = Vec::new();
             let mut streams = Vec::new();
             let mut id = 0;
             for (n, batches) in inputs.iter().enumerate() {
-                let mut all: Vec<i64> = batches.iter().flatten().copied().collect();
+                let shift = (inputs.len() - n) as i64 * spread;
+                let mut all: Vec<i64> = batches.iter().flatten().map(|t| t + shift).collect();
                 all.sort();
                 let mut it = all.into_iter();
                 let mut bs = Vec::new();
