@@ -400,8 +400,9 @@ mod tests {
     use loglake_lake::write::writer_properties;
     use parquet::arrow::ArrowWriter;
 
-    /// A file as ingest writes it: rows sorted by `timestamp` (µs values `times`).
-    fn file(times: &[i64], sorted: bool, extra_column: bool) -> ParquetMetaData {
+    /// A file as ingest writes it: rows sorted by `timestamp` (µs values `times`), declared
+    /// sorted when `sorted`, with a text column when `text`.
+    fn encoded(times: &[i64], sorted: bool, text: bool) -> Bytes {
         let mut fields = vec![Field::new(
             "timestamp",
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -410,50 +411,30 @@ mod tests {
         let mut columns: Vec<arrow::array::ArrayRef> = vec![Arc::new(
             TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC"),
         )];
-        if extra_column {
-            fields.push(Field::new("level", DataType::Utf8, true));
-            columns.push(Arc::new(StringArray::from(vec!["INFO"; times.len()])));
+        if text {
+            fields.push(Field::new("message", DataType::Utf8, true));
+            columns.push(Arc::new(StringArray::from_iter_values(
+                times
+                    .iter()
+                    .map(|t| format!("event {t} {}", t * 7919 % 1000)),
+            )));
         }
         let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
         let props = writer_properties(sorted.then_some(0));
         let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), Some(props)).unwrap();
         writer.write(&batch).unwrap();
-        let bytes = Bytes::from(writer.into_inner().unwrap());
+        Bytes::from(writer.into_inner().unwrap())
+    }
+
+    fn file(times: &[i64], sorted: bool, text: bool) -> ParquetMetaData {
         ParquetMetaDataReader::new()
-            .parse_and_finish(&bytes)
+            .parse_and_finish(&encoded(times, sorted, text))
             .unwrap()
     }
 
     fn order(files: &[ParquetMetaData], min_rows: usize) -> Result<Vec<usize>, NoCopy> {
         let metas: Vec<&ParquetMetaData> = files.iter().collect();
         copy_order(&metas, "timestamp", &writer_properties(None), min_rows).map(|p| p.order)
-    }
-
-    fn encoded(times: &[i64]) -> Bytes {
-        let schema = Arc::new(Schema::new(vec![
-            Field::new(
-                "timestamp",
-                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                false,
-            ),
-            Field::new("message", DataType::Utf8, true),
-        ]));
-        let batch = RecordBatch::try_new(
-            schema.clone(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(times.to_vec()).with_timezone("UTC")),
-                Arc::new(StringArray::from_iter_values(
-                    times
-                        .iter()
-                        .map(|t| format!("event {t} {}", t * 7919 % 1000)),
-                )),
-            ],
-        )
-        .unwrap();
-        let mut writer =
-            ArrowWriter::try_new(Vec::new(), schema, Some(writer_properties(Some(0)))).unwrap();
-        writer.write(&batch).unwrap();
-        Bytes::from(writer.into_inner().unwrap())
     }
 
     /// Three inputs on a real (local) store, given out of order, with a target that holds two
@@ -476,7 +457,7 @@ mod tests {
         let mut sizes = Vec::new();
         for (n, times) in runs.iter().enumerate() {
             let path = Path::from(format!("host=a/in-{n}.parquet"));
-            let bytes = encoded(times);
+            let bytes = encoded(times, true, true);
             sizes.push(bytes.len() as u64);
             store.put(&path, PutPayload::from(bytes)).await.unwrap();
             paths.push(path);
