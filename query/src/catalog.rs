@@ -27,6 +27,7 @@ use loglake_lake::{Lake, LakeError, TableInfo, REJECTED_SUFFIX};
 use loglake_schemas::PARTITION_COLUMNS;
 
 use crate::prune;
+use crate::scan::{self, FileIndex};
 
 /// The name of the cross-topic view.
 pub const LOGS_VIEW: &str = "logs";
@@ -63,7 +64,14 @@ pub struct LakeCatalog {
 #[derive(Debug)]
 struct Handle {
     info: TableInfo,
-    table: tokio::sync::Mutex<Option<DeltaTable>>,
+    table: tokio::sync::Mutex<Option<Open>>,
+}
+
+/// A handle's open table and the file index of its loaded version (`None`: delta-rs scans it).
+#[derive(Debug)]
+struct Open {
+    table: DeltaTable,
+    index: Option<Arc<FileIndex>>,
 }
 
 /// A table as one query sees it: the provider, and the Delta version it reads.
@@ -72,6 +80,7 @@ pub struct OpenTable {
     pub info: TableInfo,
     pub table: DeltaTable,
     pub version: u64,
+    index: Option<Arc<FileIndex>>,
 }
 
 impl LakeCatalog {
@@ -148,20 +157,33 @@ impl LakeCatalog {
             }
         };
         let mut guard = handle.table.lock().await;
-        match guard.as_mut() {
-            Some(table) => loglake_lake::commit::refresh(table).await?,
+        let open = match guard.as_mut() {
+            Some(open) => {
+                loglake_lake::commit::refresh(&mut open.table).await?;
+                open
+            }
             None => match self.lake.open_table(&handle.info.dir).await? {
-                Some(table) => *guard = Some(table),
+                Some(table) => guard.insert(Open { table, index: None }),
                 None => return Ok(None),
             },
-        }
-        let Some(table) = guard.as_ref() else {
-            return Ok(None);
         };
+        let version = open.table.version().unwrap_or_default();
+        if open.index.as_ref().is_none_or(|i| i.version() != version) {
+            let started = Instant::now();
+            open.index = FileIndex::build(&open.table)
+                .map_err(|e| LakeError::Delta {
+                    table: handle.info.dir.clone(),
+                    source: Box::new(e),
+                })?
+                .map(Arc::new);
+            tracing::debug!(table = %handle.info.dir, version, files = open.index.as_ref().map(|i| i.len()),
+                elapsed = ?started.elapsed(), "file index built");
+        }
         Ok(Some(OpenTable {
             info: handle.info.clone(),
-            version: table.version().unwrap_or_default(),
-            table: table.clone(),
+            version,
+            table: open.table.clone(),
+            index: open.index.clone(),
         }))
     }
 
@@ -194,6 +216,9 @@ impl LakeCatalog {
             ))
         })?;
         open.version = open.table.version().unwrap_or_default();
+        open.index = FileIndex::build(&open.table)
+            .map_err(|e| DataFusionError::External(Box::new(e)))?
+            .map(Arc::new);
         Ok(Some(lake_table(open).await?))
     }
 
@@ -241,9 +266,11 @@ async fn lake_table(open: OpenTable) -> DfResult<Arc<LakeTable>> {
     let by_time = schema.column_with_name(prune::TIME_COLUMN).is_some()
         && schema.column_with_name("hour").is_some()
         && !open.info.dir.ends_with(REJECTED_SUFFIX);
+    let index = open.index.clone().filter(|i| scan::scannable(i, &schema));
     Ok(Arc::new(LakeTable {
         inner,
         by_time,
+        index,
         open,
     }))
 }
@@ -328,12 +355,14 @@ impl SchemaProvider for LakeSchema {
     }
 }
 
-/// A Delta table as one query reads it. Adds the `date`/`hour` predicates implied by
-/// predicates on `timestamp` (see [`prune`]) to the scan, so Delta skips whole hours.
+/// A Delta table as one query reads it: through its [`FileIndex`] where it has one, else
+/// through delta-rs's scan with the `date`/`hour` predicates implied by predicates on
+/// `timestamp` (see [`prune`]) added, so Delta skips whole hours.
 #[derive(Debug)]
 pub struct LakeTable {
     inner: Arc<dyn TableProvider>,
     by_time: bool,
+    index: Option<Arc<FileIndex>>,
     pub open: OpenTable,
 }
 
@@ -351,7 +380,19 @@ impl TableProvider for LakeTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.inner.supports_filters_pushdown(filters)
+        match &self.index {
+            Some(index) => Ok(filters
+                .iter()
+                .map(|f| {
+                    if index.prunes_exactly(f) {
+                        TableProviderFilterPushDown::Exact
+                    } else {
+                        TableProviderFilterPushDown::Inexact
+                    }
+                })
+                .collect()),
+            None => self.inner.supports_filters_pushdown(filters),
+        }
     }
 
     async fn scan(
@@ -361,6 +402,12 @@ impl TableProvider for LakeTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if let Some(index) = &self.index {
+            let schema = self.inner.schema();
+            return index
+                .scan(&self.open.table, &schema, state, projection, filters, limit)
+                .await;
+        }
         let derived = if self.by_time {
             prune::partition_filters(filters)
         } else {

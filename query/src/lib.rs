@@ -29,6 +29,7 @@ pub mod format;
 mod limits;
 mod pg_compat;
 pub mod prune;
+mod scan;
 pub mod serve;
 
 pub use engine::{Control, Params, Planned, QueryEngine, Running, Stats};

@@ -29,6 +29,27 @@ enum Bound {
 
 /// The partition predicates implied by `filters` (each a conjunct of the query's WHERE).
 pub fn partition_filters(filters: &[Expr]) -> Vec<Expr> {
+    let (from, until) = hour_bounds(filters);
+    let mut out = Vec::new();
+    if let Some((date, hour)) = from {
+        // (date, hour) >= (d, h)
+        out.push(col("date").gt_eq(lit(date.clone())));
+        out.push(col("date").gt(lit(date)).or(col("hour").gt_eq(lit(hour))));
+    }
+    if let Some((date, hour)) = until {
+        // (date, hour) <= (d, h)
+        out.push(col("date").lt_eq(lit(date.clone())));
+        out.push(col("date").lt(lit(date)).or(col("hour").lt_eq(lit(hour))));
+    }
+    out
+}
+
+/// A `(date, hour)` partition: `("2026-01-02", "03")`.
+pub type Hour = (String, String);
+
+/// The first and last `(date, hour)` partition a row kept by `filters` can lie in; `None`
+/// where the filters leave that side open.
+pub fn hour_bounds(filters: &[Expr]) -> (Option<Hour>, Option<Hour>) {
     let mut bounds = Vec::new();
     for f in filters {
         collect_bounds(f, &mut bounds);
@@ -47,24 +68,7 @@ pub fn partition_filters(filters: &[Expr]) -> Vec<Expr> {
             Bound::From(_) => None,
         })
         .min();
-    let mut out = Vec::new();
-    if let Some(t) = from {
-        let (date, hour) = format_partition(t);
-        // (date, hour) >= (d, h)
-        out.push(col("date").gt_eq(lit(date.clone())));
-        out.push(
-            col("date")
-                .gt(lit(date.clone()))
-                .or(col("hour").gt_eq(lit(hour))),
-        );
-    }
-    if let Some(t) = until {
-        let (date, hour) = format_partition(t);
-        // (date, hour) <= (d, h)
-        out.push(col("date").lt_eq(lit(date.clone())));
-        out.push(col("date").lt(lit(date)).or(col("hour").lt_eq(lit(hour))));
-    }
-    out
+    (from.map(format_partition), until.map(format_partition))
 }
 
 fn collect_bounds(expr: &Expr, out: &mut Vec<Bound>) {
