@@ -3,7 +3,8 @@
 //!
 //! **Invariant:** a query sees every commit that landed before it was planned. Each lookup of a
 //! table lists `_delta_log` from the version already held (one LIST request) and replays only
-//! the new commits; the open snapshot is reused, never rebuilt from the first commit.
+//! the new commits; the open snapshot is reused, never rebuilt from the first commit. The
+//! table's [`FileIndex`] is rebuilt when its version moved, once, under the table's lock.
 //!
 //! The `logs` view is every data table's common columns plus `topic`, for questions across
 //! topics; a topic that is itself named `logs` hides it.
@@ -170,7 +171,7 @@ impl LakeCatalog {
         let version = open.table.version().unwrap_or_default();
         if open.index.as_ref().is_none_or(|i| i.version() != version) {
             let started = Instant::now();
-            open.index = FileIndex::build(&open.table)
+            open.index = FileIndex::build(&open.table, open.index.as_deref())
                 .map_err(|e| LakeError::Delta {
                     table: handle.info.dir.clone(),
                     source: Box::new(e),
@@ -216,7 +217,7 @@ impl LakeCatalog {
             ))
         })?;
         open.version = open.table.version().unwrap_or_default();
-        open.index = FileIndex::build(&open.table)
+        open.index = FileIndex::build(&open.table, open.index.as_deref())
             .map_err(|e| DataFusionError::External(Box::new(e)))?
             .map(Arc::new);
         Ok(Some(lake_table(open).await?))

@@ -11,7 +11,8 @@
 //!
 //! Tables are named after their topic (lowercased, `[^a-z0-9_]` -> `_`); a topic's quarantine
 //! is `<name>__rejected`; `logs` spans every topic. A filter on `timestamp` prunes the
-//! `date`/`hour` partitions by itself ([`prune`]).
+//! `date`/`hour` partitions by itself ([`prune`]), found by search in a per-version index of
+//! the table's files (`scan`): a one-hour query does not read the rest of the table's file list.
 //!
 //! ```no_run
 //! # async fn demo(lake: loglake_lake::Lake) -> Result<(), loglake_query::QueryError> {

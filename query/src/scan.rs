@@ -56,7 +56,7 @@ pub struct FileIndex {
     /// Positions of `date` and `hour` in `partition_columns`, when the table has both: the
     /// files are then sorted by them.
     time: Option<(usize, usize)>,
-    files: Vec<IndexedFile>,
+    files: Vec<Arc<IndexedFile>>,
 }
 
 #[derive(Debug)]
@@ -174,8 +174,13 @@ impl DeltaStats<'_> {
 
 impl FileIndex {
     /// The index of the table's loaded version; `None` when this scan cannot read the table
-    /// (see the module docs) and delta-rs's scan must.
-    pub fn build(table: &DeltaTable) -> deltalake::DeltaResult<Option<Self>> {
+    /// (see the module docs) and delta-rs's scan must. The entries of files `previous` (an
+    /// older version's index) already holds are reused, not parsed again: a new version costs
+    /// a lookup per file and a parse per new file.
+    pub fn build(
+        table: &DeltaTable,
+        previous: Option<&FileIndex>,
+    ) -> deltalake::DeltaResult<Option<Self>> {
         let snapshot = table.snapshot()?;
         if snapshot.protocol().min_reader_version() > 1 {
             return Ok(None);
@@ -194,10 +199,23 @@ impl FileIndex {
         // Partition values repeat across files (a host has a file per hour): share them.
         let mut interned: HashMap<String, Arc<str>> = HashMap::new();
         let mut names: HashMap<String, Arc<str>> = HashMap::new();
-        let mut files: Vec<IndexedFile> = snapshot
+        let known: HashMap<&str, &Arc<IndexedFile>> = previous
+            .filter(|p| p.partition_columns == partition_columns)
+            .map(|p| p.files.iter().map(|f| (f.location.as_ref(), f)).collect())
+            .unwrap_or_default();
+        let mut files: Vec<Arc<IndexedFile>> = snapshot
             .log_data()
             .iter()
             .map(|view| {
+                // As delta-rs's scan resolves an Add's path: the table root's URL joined with
+                // it, percent-decoded, parsed as an object store path.
+                let full = format!("{root_path}/{}", view.path());
+                let size = view.size().max(0) as u64;
+                if let Some(known) = known.get(full.trim_start_matches('/')) {
+                    if known.size == size {
+                        return Arc::clone(known);
+                    }
+                }
                 let mut map = view.partition_values_map();
                 let values = partition_columns
                     .iter()
@@ -210,25 +228,22 @@ impl FileIndex {
                         })
                     })
                     .collect();
-                // As delta-rs's scan resolves an Add's path: the table root's URL joined with
-                // it, percent-decoded, parsed as an object store path.
-                let full = format!("{root_path}/{}", view.path());
                 let location = Path::parse(&full).unwrap_or_else(|_| Path::from(full.as_str()));
                 // Unreadable statistics are no statistics: the reader prunes by the footers.
                 let json = view.stats();
                 let stats = json
                     .as_deref()
                     .and_then(|json| serde_json::from_str::<DeltaStats>(json).ok());
-                IndexedFile {
+                Arc::new(IndexedFile {
                     location,
-                    size: view.size().max(0) as u64,
+                    size,
                     rows: stats
                         .as_ref()
                         .and_then(|s| s.num_records)
                         .and_then(|n| usize::try_from(n).ok()),
                     values,
                     stats: stats.map(|s| s.exact(&mut names)).unwrap_or_default(),
-                }
+                })
             })
             .collect();
         if let Some((d, h)) = time {
@@ -254,7 +269,7 @@ impl FileIndex {
 
     /// The files whose `(date, hour)` lies within the bounds (all files when the table is not
     /// partitioned by both, or the bounds are open).
-    fn in_hours(&self, filters: &[Expr]) -> &[IndexedFile] {
+    fn in_hours(&self, filters: &[Expr]) -> &[Arc<IndexedFile>] {
         let Some((d, h)) = self.time else {
             return &self.files;
         };
@@ -409,7 +424,7 @@ impl FileIndex {
     /// Which `candidates` the filters that read only partition columns keep.
     fn partition_mask(
         &self,
-        candidates: &[IndexedFile],
+        candidates: &[Arc<IndexedFile>],
         fields: &[FieldRef],
         state: &dyn Session,
         filters: &[Expr],
@@ -565,7 +580,7 @@ mod tests {
     use datafusion::prelude::{col, lit};
 
     fn index(hours: &[(Option<&str>, &str, &str)]) -> FileIndex {
-        let mut files: Vec<IndexedFile> = hours
+        let mut files: Vec<Arc<IndexedFile>> = hours
             .iter()
             .enumerate()
             .map(|(i, (date, hour, host))| IndexedFile {
@@ -579,6 +594,7 @@ mod tests {
                 ],
                 stats: Vec::new(),
             })
+            .map(Arc::new)
             .collect();
         files.sort_by(|a, b| (&a.values[1], &a.values[2]).cmp(&(&b.values[1], &b.values[2])));
         FileIndex {

@@ -399,11 +399,12 @@ def test_the_logs_view_spans_topics(served):
     assert got[topics[0]] == N and got[topics[1]] >= 300
 
 
-def write_archive(path, days, hosts=("h1", "h2"), per_hour=20):
-    """A table shaped like ingest's, `days` days of hourly partitions, by an independent writer."""
+def write_archive(path, days, hosts=("h1", "h2"), per_hour=20, first_hour=0, hours=None, offset=0, mode="error"):
+    """A table shaped like ingest's, `days` days of hourly partitions (or `hours` hours from
+    `first_hour`), by an independent writer."""
     start = datetime.datetime(2026, 2, 1, tzinfo=datetime.timezone.utc)
     rows = collections.defaultdict(list)
-    for h in range(days * 24):
+    for h in range(first_hour, first_hour + (hours or days * 24)):
         base = start + datetime.timedelta(hours=h)
         for host in hosts:
             for i in range(per_hour):
@@ -412,7 +413,7 @@ def write_archive(path, days, hosts=("h1", "h2"), per_hour=20):
                 rows["message"].append(f"event {h} {i}")
                 rows["attributes"].append(None)
                 rows["_kafka_partition"].append(0)
-                rows["_kafka_offset"].append(len(rows["_kafka_offset"]))
+                rows["_kafka_offset"].append(offset + len(rows["_kafka_offset"]))
                 rows["_kafka_timestamp"].append(base)
                 rows["host"].append(host)
                 rows["date"].append(base.strftime("%Y-%m-%d"))
@@ -422,7 +423,7 @@ def write_archive(path, days, hosts=("h1", "h2"), per_hour=20):
                         ("attributes", pa.string()), ("_kafka_partition", pa.int32(), False),
                         ("_kafka_offset", pa.int64(), False), ("_kafka_timestamp", ts),
                         ("host", pa.string(), False), ("date", pa.string(), False), ("hour", pa.string(), False)])
-    write_deltalake(path, pa.table(rows, schema=schema), partition_by=["host", "date", "hour"])
+    write_deltalake(path, pa.table(rows, schema=schema), partition_by=["host", "date", "hour"], mode=mode)
 
 
 def test_a_one_hour_one_host_query_reads_one_hours_files_of_a_30_day_archive(stack, tmp_path):
@@ -441,5 +442,65 @@ def test_a_one_hour_one_host_query_reads_one_hours_files_of_a_30_day_archive(sta
         assert all("host=h1/date=2026-02-10/hour=05/" in f for f in files), files
         status, _, body, _ = post(server, sql.replace("EXPLAIN ANALYZE ", ""))
         assert sum(r["count(*)"] for r in json.loads(body)["rows"]) == 20
+    finally:
+        server.stop()
+
+
+def explained_files(server, sql):
+    status, _, body, _ = post(server, "EXPLAIN " + sql, "-H", "Accept: text/csv")
+    assert status == 200, body
+    words = body.decode().replace(",", " ").replace("[", " ").replace("]", " ").split()
+    return {w.split("/web_logs/", 1)[1] for w in words if w.endswith(".parquet")}
+
+
+def test_the_served_file_index_follows_appends_compaction_and_time_travel(stack, tmp_path):
+    """The service keeps an index of each table's files per version and reuses it across
+    versions: answers stay right as files are added and compaction swaps them, an older
+    version reads its own files, and statistics prune files before the plan is made."""
+    lake = Lake(stack, "local", ["unused"], tmp_path, serve={"http_listen": "127.0.0.1:0", "tokens": [TOKEN]})
+    path = str(lake.dir / "web_logs")
+    write_archive(path, days=2)
+    server = Server(lake)
+
+    def rows(sql):
+        status, _, body, _ = post(server, sql)
+        assert status == 200, body
+        return json.loads(body)["rows"]
+
+    one_hour = ("SELECT count(*) AS n FROM {t} WHERE host = 'h1' "
+                "AND timestamp >= '2026-02-02T05:00:00Z' AND timestamp < '2026-02-02T06:00:00Z'")
+    total = "SELECT count(*) AS n, max(_kafka_offset) AS top FROM {t}"
+    try:
+        assert rows(one_hour.format(t="web_logs")) == [{"n": 20}]
+        assert rows(total.format(t="web_logs")) == [{"n": 1920, "top": 1919}]
+
+        # Appended: late rows of that hour (version 1).
+        late = dict(days=0, hours=1, hosts=("h1",), per_hour=10, first_hour=29, mode="append")
+        write_archive(path, offset=5000, **late)
+        write_archive(path, offset=6000, **late)
+        assert rows(one_hour.format(t="web_logs")) == [{"n": 40}]
+        assert rows(total.format(t="web_logs")) == [{"n": 1940, "top": 6009}]
+        files = explained_files(server, one_hour.format(t="web_logs"))
+        assert len(files) == 3 and all(f.startswith("host=h1/date=2026-02-02/hour=05/") for f in files), files
+
+        # Compacted by another writer: its files are swapped for merged ones.
+        DeltaTable(path).optimize.compact()
+        live = {u.split("/web_logs/", 1)[1] for u in DeltaTable(path).file_uris()}
+        assert rows(one_hour.format(t="web_logs")) == [{"n": 40}]
+        assert rows(total.format(t="web_logs")) == [{"n": 1940, "top": 6009}]
+        files = explained_files(server, one_hour.format(t="web_logs"))
+        assert len(files) == 1 and files <= live, (files, live)
+
+        # An older version reads its own files, the newest stays as it is.
+        old = '"web_logs@v2"'
+        assert rows(one_hour.format(t=old)) == [{"n": 40}]
+        assert len(explained_files(server, one_hour.format(t=old))) == 3
+        assert rows(one_hour.format(t='"web_logs@v0"')) == [{"n": 20}]
+        assert len(explained_files(server, one_hour.format(t="web_logs"))) == 1
+
+        # A point lookup's file is found from the Delta statistics: one file in the plan.
+        lookup = "SELECT host, hour FROM web_logs WHERE _kafka_offset = 6005"
+        assert rows(lookup) == [{"host": "h1", "hour": "05"}]
+        assert len(explained_files(server, lookup)) == 1
     finally:
         server.stop()
