@@ -155,7 +155,7 @@ def main():
     server = Server(cfg, tmp)
     duck = duckdb.connect()
     for t in ["day_logs", "db_logs", "month_logs"]:
-        duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/**/*.parquet', hive_partitioning = true)")
+        duck.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet('{lake}/{t}/host=*/**/*.parquet', hive_partitioning = true)")
     duck.execute("CREATE VIEW logs AS " + " UNION ALL ".join(
         f"SELECT *, '{t}' AS topic FROM {t}" for t in ["day_logs", "db_logs", "month_logs"]))
     hour = "timestamp >= '2026-02-01T13:00:00Z' AND timestamp < '2026-02-01T14:00:00Z'"
