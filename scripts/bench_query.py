@@ -13,6 +13,7 @@ protocols: the same queries over the Postgres wire protocol (psycopg) and Arrow 
 (ADBC) against the HTTP API, and a 1M-row answer streamed over each protocol with the
 service's peak RSS during the transfer (sampled from /proc every 20 ms).
 """
+import atexit
 import collections
 import datetime
 import json
@@ -83,6 +84,7 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
         self.proc = subprocess.Popen([BIN, "serve", "--config", str(cfg), "--log", "info"], env=env,
                                      stdout=self.log, stderr=subprocess.STDOUT)
+        atexit.register(self.proc.kill)  # a failed run leaves no service behind
         for _ in range(300):
             text = (Path(tmp) / "serve.log").read_text()
             m = re.search(r"serving SQL over HTTP addr=(\S+)", text)

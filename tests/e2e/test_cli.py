@@ -91,6 +91,23 @@ def test_serve_refuses_an_exposed_address_without_tokens_and_reports_bad_setting
     r = run(["serve", "--config", str(path)], env=env)
     assert r.returncode != 0 and "query_timeout" in r.stderr and "a-secret-token" not in r.stderr
 
+    # An address another process holds: said, not a panic, for each front end.
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        for key in ["http_listen", "pg_listen", "flight_listen"]:
+            listen = {"http_listen": "127.0.0.1:0", key: f"127.0.0.1:{port}"}
+            path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n[serve]\n'
+                            + "".join(f'{k} = "{v}"\n' for k, v in listen.items()))
+            r = run(["serve", "--config", str(path)])
+            assert r.returncode == 1, (key, r.returncode, r.stderr)
+            assert f"could not listen on 127.0.0.1:{port}" in r.stderr and "panicked" not in r.stderr, (key, r.stderr)
+    finally:
+        taken.close()
+
 
 def test_sigterm_commits_what_is_buffered_and_metrics_tell(stack, tmp_path, workers):
     topic = f"term-{uuid.uuid4().hex[:6]}"

@@ -57,12 +57,14 @@ pub async fn serve(
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
-    let query_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .thread_name("loglake-query")
-        .enable_all()
-        .build()
-        .map_err(ServeError::Runtime)?;
+    let query_runtime = QueryRuntime(Some(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("loglake-query")
+            .enable_all()
+            .build()
+            .map_err(ServeError::Runtime)?,
+    ));
     let engine = Arc::new(QueryEngine::new(lake, config.limits())?);
     let mut registry = prometheus_client::registry::Registry::default();
     let metrics = metrics::ServeMetrics::register(&mut registry);
@@ -72,7 +74,7 @@ pub async fn serve(
         running: Mutex::new(HashMap::new()),
         metrics,
         registry,
-        query_runtime: query_runtime.handle().clone(),
+        query_runtime: query_runtime.handle(),
         described: Mutex::new(HashMap::new()),
         config,
     });
@@ -116,9 +118,31 @@ pub async fn serve(
     for front in fronts {
         let _ = front.await;
     }
-    query_runtime.shutdown_background();
+    drop(query_runtime);
     tracing::info!("query service stopped");
     result
+}
+
+/// The queries' own runtime, shut down without waiting however [`serve`] returns: a runtime
+/// dropped the ordinary way inside the service's async context panics (it did when a listen
+/// address was taken, instead of saying so).
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl QueryRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .expect("the runtime lives until dropped")
+    }
+}
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// Binds a front end's `key` (`serve.pg_listen`, `serve.flight_listen`).
