@@ -21,7 +21,8 @@ pub struct Progress {
     pub newest_event_us: Option<i64>,
 }
 
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash map for lookups made per record: foldhash instead of std's SipHash.
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Microseconds in an hour: rows of one (host, hour number) share a partition.
 const HOUR_US: i64 = 3_600_000_000;

@@ -15,7 +15,7 @@ use loglake_schemas::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::batcher::TopicBuffer;
+use crate::batcher::{FastMap, TopicBuffer};
 use crate::config::{IngestConfig, KafkaConfig};
 use crate::consumer::{Consumer, RebalanceEvent, TokenSource};
 use crate::error::IngestError;
@@ -53,12 +53,12 @@ pub(crate) struct Worker {
     pub lake: Lake,
     pub schemas: SchemaSet,
     pub metrics: Arc<Metrics>,
-    pub topics: HashMap<String, TopicState>,
-    pub partitions: HashMap<(String, i32), PartitionState>,
+    pub topics: FastMap<String, TopicState>,
+    pub partitions: FastMap<(String, i32), PartitionState>,
     /// Per partition whose quarantine `txn` is ahead of its data `txn` (a crash came between
     /// the two commits of a flush): the offsets of that range the quarantine table holds.
     /// Replaying the range, exactly these are skipped, whatever today's schema makes of them.
-    pub quarantined_ahead: HashMap<(String, i32), BTreeSet<i64>>,
+    pub quarantined_ahead: FastMap<(String, i32), BTreeSet<i64>>,
     /// Topics whose buffer reached the file size: flush at the next turn.
     pub due: BTreeSet<String>,
     pub failing: u32,
@@ -107,9 +107,9 @@ impl Worker {
             lake,
             schemas,
             metrics,
-            topics: HashMap::new(),
-            partitions: HashMap::new(),
-            quarantined_ahead: HashMap::new(),
+            topics: FastMap::default(),
+            partitions: FastMap::default(),
+            quarantined_ahead: FastMap::default(),
             due: BTreeSet::new(),
             failing: 0,
             backoff_until: None,
