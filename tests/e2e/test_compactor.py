@@ -405,6 +405,12 @@ def test_large_inputs_in_time_order_are_merged_by_copying_row_groups(stack, tmp_
     lo = datetime.datetime(2026, 3, 1, 10, 20, tzinfo=datetime.timezone.utc)
     hi = datetime.datetime(2026, 3, 1, 10, 35, tzinfo=datetime.timezone.utc)
     assert lake.scalar(q) == sum(1 for r in before if lo <= r["timestamp"] < hi)
+    # The query service finds a host whose directory name is escaped by its partition value
+    # and reads its files (the message lengths need the data, not only the statistics).
+    for host in hosts:
+        q = f"SELECT count(*) AS n, sum(length(message)) AS chars FROM {table} WHERE host = '{host}'"
+        mine = [r for r in before if r["host"] == host]
+        assert lake.query(q) == [{"n": len(mine), "chars": sum(len(r["message"] or "") for r in mine)}], host
 
     # A late record lands inside the copied hour: the next pass must decode and merge again.
     late = (0, hosts[0].encode(), log_record("2026-03-01T10:01:00.000Z", hosts[0], sent, level="ERROR"))
