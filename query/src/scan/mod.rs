@@ -209,12 +209,16 @@ impl FileIndex {
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let partition_fields = partition_fields(schema, &self.partition_columns)?;
         let candidates = self.in_hours(filters);
-        let keep = self.partition_mask(candidates, &partition_fields, state, filters)?;
+        let (on_partitions, on_data): (Vec<Expr>, Vec<Expr>) = filters
+            .iter()
+            .cloned()
+            .partition(|f| self.prunes_exactly(f));
+        let keep = partition_mask(candidates, &partition_fields, state, on_partitions)?;
         let mut files = Vec::new();
         for (file, _) in candidates.iter().zip(&keep).filter(|(_, k)| **k) {
             files.push(partitioned_file(file, &partition_fields, schema)?);
         }
-        let files = self.prune_by_statistics(files, schema, state, filters);
+        let files = prune_by_statistics(files, schema, state, on_data);
         let projected = match projection {
             Some(p) => Arc::new(schema.project(p)?),
             None => Arc::clone(schema),
@@ -269,101 +273,88 @@ impl FileIndex {
                 .all(|c| self.partition_columns.contains(&c.name))
             && !filter.is_volatile()
     }
+}
 
-    /// The files whose exact statistics (see [`ExactStats`]) may hold a row the filters on
-    /// data columns keep, decided before the plan is made, as delta-rs does: the Parquet
-    /// reader could prune them too, but only after opening each one.
-    fn prune_by_statistics(
-        &self,
-        files: Vec<PartitionedFile>,
-        schema: &SchemaRef,
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> Vec<PartitionedFile> {
-        let on_data: Vec<Expr> = filters
+/// The files whose exact statistics (see [`ExactStats`]) may hold a row the filters on data
+/// columns keep, decided before the plan is made, as delta-rs does: the Parquet reader could
+/// prune them too, but only after opening each one.
+fn prune_by_statistics(
+    files: Vec<PartitionedFile>,
+    schema: &SchemaRef,
+    state: &dyn Session,
+    on_data: Vec<Expr>,
+) -> Vec<PartitionedFile> {
+    let Some(predicate) = conjunction(on_data) else {
+        return files;
+    };
+    let pruning = DFSchema::try_from(Arc::clone(schema))
+        .and_then(|df_schema| state.create_physical_expr(predicate, &df_schema))
+        .and_then(|physical| {
+            PruningPredicateBuilder::new()
+                .with_file_schema(Arc::clone(schema))
+                .try_build(physical)
+        });
+    let pruning = match pruning {
+        Ok(p) if !p.always_true() => p,
+        // A filter pruning cannot read (a subquery, an unsupported type) prunes nothing.
+        _ => return files,
+    };
+    let stats = PrunableStatistics::new(
+        files
             .iter()
-            .filter(|f| !self.prunes_exactly(f))
-            .cloned()
-            .collect();
-        let Some(predicate) = conjunction(on_data) else {
-            return files;
-        };
-        let pruning = DFSchema::try_from(Arc::clone(schema))
-            .and_then(|df_schema| state.create_physical_expr(predicate, &df_schema))
-            .and_then(|physical| {
-                PruningPredicateBuilder::new()
-                    .with_file_schema(Arc::clone(schema))
-                    .try_build(physical)
-            });
-        let pruning = match pruning {
-            Ok(p) if !p.always_true() => p,
-            // A filter pruning cannot read (a subquery, an unsupported type) prunes nothing.
-            _ => return files,
-        };
-        let stats = PrunableStatistics::new(
-            files
-                .iter()
-                .map(|f| {
-                    f.statistics
-                        .clone()
-                        .unwrap_or_else(|| Arc::new(Statistics::new_unknown(schema)))
-                })
-                .collect(),
-            Arc::clone(schema),
-        );
-        match pruning.prune(&stats) {
-            Ok(keep) => files
-                .into_iter()
-                .zip(keep)
-                .filter_map(|(f, k)| k.then_some(f))
-                .collect(),
-            Err(_) => files,
-        }
-    }
-
-    /// Which `candidates` the filters that read only partition columns keep.
-    fn partition_mask(
-        &self,
-        candidates: &[Arc<IndexedFile>],
-        fields: &[FieldRef],
-        state: &dyn Session,
-        filters: &[Expr],
-    ) -> DfResult<Vec<bool>> {
-        let on_partitions: Vec<Expr> = filters
-            .iter()
-            .filter(|f| self.prunes_exactly(f))
-            .cloned()
-            .collect();
-        let Some(predicate) = conjunction(on_partitions) else {
-            return Ok(vec![true; candidates.len()]);
-        };
-        let schema = Arc::new(Schema::new(fields.to_vec()));
-        let columns = fields
-            .iter()
-            .enumerate()
-            .map(|(i, field)| {
-                let strings: StringArray =
-                    candidates.iter().map(|f| f.values[i].as_deref()).collect();
-                arrow::compute::cast(&strings, field.data_type())
+            .map(|f| {
+                f.statistics
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Statistics::new_unknown(schema)))
             })
-            .collect::<Result<Vec<ArrayRef>, _>>()?;
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
-        let df_schema = DFSchema::try_from(schema)?;
-        let physical = state.create_physical_expr(predicate, &df_schema)?;
-        let value = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
-        let mask = value
-            .as_any()
-            .downcast_ref::<BooleanArray>()
-            .ok_or_else(|| {
-                datafusion::error::DataFusionError::Internal(
-                    "a partition filter is not a boolean".into(),
-                )
-            })?;
-        // A null (unknown) keeps nothing, as in a WHERE clause.
-        Ok((0..mask.len())
-            .map(|i| mask.is_valid(i) && mask.value(i))
-            .collect())
+            .collect(),
+        Arc::clone(schema),
+    );
+    match pruning.prune(&stats) {
+        Ok(keep) => files
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(f, k)| k.then_some(f))
+            .collect(),
+        Err(_) => files,
     }
+}
+
+/// Which `candidates` the filters that read only partition columns keep.
+fn partition_mask(
+    candidates: &[Arc<IndexedFile>],
+    fields: &[FieldRef],
+    state: &dyn Session,
+    on_partitions: Vec<Expr>,
+) -> DfResult<Vec<bool>> {
+    let Some(predicate) = conjunction(on_partitions) else {
+        return Ok(vec![true; candidates.len()]);
+    };
+    let schema = Arc::new(Schema::new(fields.to_vec()));
+    let columns = fields
+        .iter()
+        .enumerate()
+        .map(|(i, field)| {
+            let strings: StringArray = candidates.iter().map(|f| f.values[i].as_deref()).collect();
+            arrow::compute::cast(&strings, field.data_type())
+        })
+        .collect::<Result<Vec<ArrayRef>, _>>()?;
+    let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
+    let df_schema = DFSchema::try_from(schema)?;
+    let physical = state.create_physical_expr(predicate, &df_schema)?;
+    let value = physical.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = value
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(
+                "a partition filter is not a boolean".into(),
+            )
+        })?;
+    // A null (unknown) keeps nothing, as in a WHERE clause.
+    Ok((0..mask.len())
+        .map(|i| mask.is_valid(i) && mask.value(i))
+        .collect())
 }
 
 /// The provider schema's partition fields, which must be its last fields in the table's
