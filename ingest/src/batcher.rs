@@ -134,19 +134,19 @@ impl TopicBuffer {
 
     /// Buffers a row (moving it to [`OVERFLOW_HOST`] when its host would open a partition
     /// past the cap).
-    pub fn push_row(&mut self, row: &mut Row) -> Pushed {
+    pub fn push_row(&mut self, row: &mut Row<'_>) -> Pushed {
         let hour = row.timestamp_us.div_euclid(HOUR_US);
         // Looked up only at the cap: below it, routing a row costs the one lookup it did.
         let overflowed =
-            self.open_parts >= self.max_open_parts && !self.parts.contains_key(row.host.as_str());
+            self.open_parts >= self.max_open_parts && !self.parts.contains_key(&*row.host);
         if overflowed {
             row.reroute_host(OVERFLOW_HOST);
         }
         let n = row.estimated_bytes();
         self.bytes += n;
-        let hours = match self.parts.get_mut(row.host.as_str()) {
+        let hours = match self.parts.get_mut(&*row.host) {
             Some(hours) => hours,
-            None => self.parts.entry(row.host.clone()).or_default(),
+            None => self.parts.entry(row.host.to_string()).or_default(),
         };
         let at = match hours.iter().position(|(h, _)| *h == hour) {
             Some(at) => at,
@@ -274,7 +274,7 @@ mod tests {
     use super::*;
     use loglake_schemas::{RawRecord, TopicSchema};
 
-    fn row(mapper: &Mapper, offset: i64, payload: &[u8]) -> Row {
+    fn row<'a>(mapper: &Mapper, offset: i64, payload: &'a [u8]) -> Row<'a> {
         mapper
             .map(&RawRecord {
                 payload: Some(payload),

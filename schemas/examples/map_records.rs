@@ -1,11 +1,14 @@
-//! Maps every line of an NDJSON file with the default schema and prints the rate: a
-//! micro-benchmark of the mapping alone (`scripts/bench.sh` measures the whole worker).
+//! Maps every line of an NDJSON file with the default schema into Arrow record batches (one
+//! builder per host, as the ingest worker buffers a host's hour) and prints the rate: a
+//! micro-benchmark of mapping and buffering alone (`scripts/bench.sh` measures the whole
+//! worker, Kafka and Parquet included).
 //!
 //! `cargo run --example map_records -p loglake-schemas -- FILE`
 
+use std::collections::HashMap;
 use std::time::Instant;
 
-use loglake_schemas::{Mapper, RawRecord, TopicSchema};
+use loglake_schemas::{table_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
@@ -16,9 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let mapper = Mapper::new(&TopicSchema::default())?;
+    let topic_schema = TopicSchema::default();
+    let mapper = Mapper::new(&topic_schema)?;
+    let schema = table_arrow_schema(&topic_schema);
+    let mut builders: HashMap<String, RowBuilder> = HashMap::new();
     let started = Instant::now();
-    let (mut rows, mut bytes) = (0usize, 0usize);
+    let (mut rows, mut bytes, mut batches) = (0usize, 0usize, 0usize);
     for (offset, line) in lines.iter().enumerate() {
         let raw = RawRecord {
             payload: Some(line),
@@ -31,11 +37,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Ok(row) = mapper.map(&raw) {
             rows += 1;
             bytes += row.estimated_bytes();
+            let builder = match builders.get_mut(&*row.host) {
+                Some(builder) => builder,
+                None => builders.entry(row.host.to_string()).or_insert_with(|| {
+                    RowBuilder::new(schema.clone(), &topic_schema, row.partition_values())
+                }),
+            };
+            builder.append(&row);
+            if builder.len() == 100_000 {
+                batches += usize::from(builder.finish()?.num_rows() > 0);
+            }
         }
+    }
+    for builder in builders.values_mut() {
+        batches += usize::from(builder.finish()?.num_rows() > 0);
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
-        "{} records, {rows} rows, {:.1} MB in {secs:.3} s: {:.2} us/record, {:.1} MB/s ({bytes} row bytes)",
+        "{} records, {rows} rows in {batches} batches, {:.1} MB in {secs:.3} s: {:.2} us/record, {:.1} MB/s ({bytes} row bytes)",
         lines.len(),
         text.len() as f64 / 1e6,
         secs * 1e6 / lines.len() as f64,

@@ -4,14 +4,14 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use crate::val::{member, member_mut, remove_member, Object, Val};
 
 /// One top-level field the mapper may take.
 #[derive(Debug)]
 pub(crate) struct HeldField<'a> {
     pub key: Cow<'a, str>,
     /// `None` once taken.
-    pub value: Option<Value>,
+    pub value: Option<Val<'a>>,
     /// Where the field stood in the record's other fields (a byte offset into their text);
     /// `None` for fields added by the mapper, which go last.
     pub at: Option<usize>,
@@ -31,24 +31,24 @@ impl<'a> Held<'a> {
             .position(|f| f.value.is_some() && f.key == key)
     }
 
-    pub fn get(&self, key: &str) -> Option<&Value> {
+    pub fn get(&self, key: &str) -> Option<&Val<'a>> {
         self.position(key)
             .and_then(|i| self.fields[i].value.as_ref())
     }
 
-    fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+    fn get_mut(&mut self, key: &str) -> Option<&mut Val<'a>> {
         let i = self.position(key)?;
         self.fields[i].value.as_mut()
     }
 
-    pub fn remove(&mut self, key: &str) -> Option<Value> {
+    pub fn remove(&mut self, key: &str) -> Option<Val<'a>> {
         let i = self.position(key)?;
         self.fields[i].value.take()
     }
 
     /// Sets a field; a key already present keeps its place (a repeated key in a JSON object
     /// means its last value, as for any JSON parser that builds a map).
-    pub fn insert(&mut self, key: Cow<'a, str>, value: Value, at: Option<usize>) {
+    pub fn insert(&mut self, key: Cow<'a, str>, value: Val<'a>, at: Option<usize>) {
         match self.fields.iter_mut().find(|f| f.key == key) {
             Some(field) => field.value = Some(value),
             None => self.fields.push(HeldField {
@@ -65,7 +65,7 @@ impl<'a> Held<'a> {
 }
 
 /// A field by exact key, else by dotted path into nested objects.
-pub(crate) fn get_path<'v>(fields: &'v Held<'_>, path: &str) -> Option<&'v Value> {
+pub(crate) fn get_path<'v, 'a>(fields: &'v Held<'a>, path: &str) -> Option<&'v Val<'a>> {
     if let Some(v) = fields.get(path) {
         return Some(v);
     }
@@ -73,16 +73,16 @@ pub(crate) fn get_path<'v>(fields: &'v Held<'_>, path: &str) -> Option<&'v Value
     get_nested(fields.get(head)?.as_object()?, rest)
 }
 
-fn get_nested<'v>(fields: &'v Map<String, Value>, path: &str) -> Option<&'v Value> {
-    if let Some(v) = fields.get(path) {
+fn get_nested<'v, 'a>(fields: &'v Object<'a>, path: &str) -> Option<&'v Val<'a>> {
+    if let Some(v) = member(fields, path) {
         return Some(v);
     }
     let (head, rest) = path.split_once('.')?;
-    get_nested(fields.get(head)?.as_object()?, rest)
+    get_nested(member(fields, head)?.as_object()?, rest)
 }
 
 /// Removes a field found as [`get_path`] finds it; emptied parent objects go too.
-pub(crate) fn take_path(fields: &mut Held<'_>, path: &str) -> Option<Value> {
+pub(crate) fn take_path<'a>(fields: &mut Held<'a>, path: &str) -> Option<Val<'a>> {
     if let Some(v) = fields.remove(path) {
         return Some(v);
     }
@@ -95,26 +95,29 @@ pub(crate) fn take_path(fields: &mut Held<'_>, path: &str) -> Option<Value> {
     Some(taken)
 }
 
-fn take_nested(fields: &mut Map<String, Value>, path: &str) -> Option<Value> {
-    if let Some(v) = fields.shift_remove(path) {
+fn take_nested<'a>(fields: &mut Object<'a>, path: &str) -> Option<Val<'a>> {
+    if let Some(v) = remove_member(fields, path) {
         return Some(v);
     }
     let (head, rest) = path.split_once('.')?;
-    let child = fields.get_mut(head)?.as_object_mut()?;
+    let child = member_mut(fields, head)?.as_object_mut()?;
     let taken = take_nested(child, rest)?;
     if child.is_empty() {
-        fields.shift_remove(head);
+        remove_member(fields, head);
     }
     Some(taken)
 }
 
-pub(crate) fn take_first_string(fields: &mut Held<'_>, names: &[String]) -> Option<String> {
+pub(crate) fn take_first_string<'a>(
+    fields: &mut Held<'a>,
+    names: &[String],
+) -> Option<Cow<'a, str>> {
     for name in names {
-        if let Some(Value::String(s)) = get_path(fields, name) {
+        if let Some(Val::Str(s)) = get_path(fields, name) {
             if s.is_empty() {
                 continue;
             }
-            if let Some(Value::String(s)) = take_path(fields, name) {
+            if let Some(Val::Str(s)) = take_path(fields, name) {
                 return Some(s);
             }
         }
@@ -122,18 +125,21 @@ pub(crate) fn take_first_string(fields: &mut Held<'_>, names: &[String]) -> Opti
     None
 }
 
-pub(crate) fn take_first_scalar(fields: &mut Held<'_>, names: &[String]) -> Option<String> {
+pub(crate) fn take_first_scalar<'a>(
+    fields: &mut Held<'a>,
+    names: &[String],
+) -> Option<Cow<'a, str>> {
     for name in names {
         match get_path(fields, name) {
-            Some(Value::String(_)) => {
-                if let Some(Value::String(s)) = take_path(fields, name) {
+            Some(Val::Str(_)) => {
+                if let Some(Val::Str(s)) = take_path(fields, name) {
                     return Some(s);
                 }
             }
-            Some(v @ (Value::Number(_) | Value::Bool(_))) => {
-                let s = v.to_string();
+            Some(v @ (Val::Number(_) | Val::Bool(_))) => {
+                let s = v.to_json();
                 take_path(fields, name);
-                return Some(s);
+                return Some(Cow::Owned(s));
             }
             _ => {}
         }
@@ -144,24 +150,27 @@ pub(crate) fn take_first_scalar(fields: &mut Held<'_>, names: &[String]) -> Opti
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn val(text: &str) -> Val<'_> {
+        serde_json::from_str(text).unwrap()
+    }
 
     #[test]
     fn flat_key_wins_then_nested_path_and_empty_parents_go() {
         let mut held = Held::default();
         for (k, v) in [
-            ("host.name", json!("flat")),
-            ("host", json!({"name": "nested", "ip": "1"})),
-            ("a", json!({"b": {"c": 1}})),
+            ("host.name", r#""flat""#),
+            ("host", r#"{"name": "nested", "ip": "1"}"#),
+            ("a", r#"{"b": {"c": 1}}"#),
         ] {
-            held.insert(k.into(), v, None);
+            held.insert(k.into(), val(v), None);
         }
-        assert_eq!(take_path(&mut held, "host.name"), Some(json!("flat")));
-        assert_eq!(take_path(&mut held, "host.name"), Some(json!("nested")));
-        assert_eq!(take_path(&mut held, "a.b.c"), Some(json!(1)));
+        assert_eq!(take_path(&mut held, "host.name"), Some(val(r#""flat""#)));
+        assert_eq!(take_path(&mut held, "host.name"), Some(val(r#""nested""#)));
+        assert_eq!(take_path(&mut held, "a.b.c"), Some(val("1")));
         assert_eq!(take_path(&mut held, "a"), None, "emptied parents went");
-        assert_eq!(held.get("host"), Some(&json!({"ip": "1"})));
-        held.insert("host".into(), json!("again"), None);
+        assert_eq!(held.get("host"), Some(&val(r#"{"ip": "1"}"#)));
+        held.insert("host".into(), val(r#""again""#), None);
         assert_eq!(held.fields.len(), 3, "a key set again keeps its place");
     }
 }

@@ -31,6 +31,7 @@ mod mapper;
 mod model;
 mod scan;
 mod timestamp;
+mod val;
 
 pub use builder::{
     rejected_arrow_schema, table_arrow_schema, RejectedBuilder, RejectedRecord, RowBuilder,
@@ -38,4 +39,4 @@ pub use builder::{
 };
 pub use mapper::{Mapper, RawRecord, Rejection, RejectionKind, Row, TypedValue};
 pub use model::{ColumnSpec, ColumnType, Format, SchemaError, SchemaSet, TopicSchema};
-pub use timestamp::{format_partition, parse_timestamp_value, TimestampFormat};
+pub use timestamp::{format_partition, TimestampFormat};

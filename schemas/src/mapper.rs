@@ -1,5 +1,6 @@
 //! One Kafka record -> one row (or one rejection, with the reason).
 
+use std::borrow::Cow;
 use std::fmt;
 
 use regex::Regex;
@@ -9,6 +10,7 @@ use crate::fields::{get_path, take_first_scalar, take_first_string, take_path, H
 use crate::model::{ColumnSpec, ColumnType, Format, SchemaError, TopicSchema};
 use crate::scan::{Fields, Wanted};
 use crate::timestamp::{format_partition, parse_timestamp_value, MIN_EVENT_TIME_US};
+use crate::val::Val;
 
 /// A Kafka record as the mapper sees it: bytes plus coordinates.
 #[derive(Debug, Clone, Copy)]
@@ -26,25 +28,26 @@ pub struct RawRecord<'a> {
 
 /// The value of a typed column.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TypedValue {
+pub enum TypedValue<'a> {
     Null,
-    Str(String),
+    Str(Cow<'a, str>),
     Int(i64),
     Float(f64),
     Bool(bool),
     Timestamp(i64),
 }
 
-/// One archived row. Partition values (`host`, `date`, `hour`) derive from it.
+/// One archived row. Partition values (`host`, `date`, `hour`) derive from it. Its strings
+/// borrow from the record's bytes where the record holds them as they are (no escapes).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Row<'a> {
     /// Event time, UTC microseconds.
     pub timestamp_us: i64,
-    pub host: String,
-    pub level: Option<String>,
-    pub message: Option<String>,
+    pub host: Cow<'a, str>,
+    pub level: Option<Cow<'a, str>>,
+    pub message: Option<Cow<'a, str>>,
     /// Typed columns, in schema order.
-    pub columns: Vec<TypedValue>,
+    pub columns: Vec<TypedValue<'a>>,
     /// Every field no column took, as a JSON object's text.
     pub attributes: Option<String>,
     pub kafka_partition: i32,
@@ -52,24 +55,25 @@ pub struct Row {
     pub kafka_timestamp_us: Option<i64>,
 }
 
-impl Row {
+impl Row<'_> {
     /// `(host, date, hour)`: the Hive partition this row belongs to.
     pub fn partition_values(&self) -> (String, String, String) {
         let (date, hour) = format_partition(self.timestamp_us);
-        (self.host.clone(), date, hour)
+        (self.host.to_string(), date, hour)
     }
 
     /// Moves the row to the partition of `host`, keeping the host it had in `attributes` as
     /// `_original_host` (unless the mapping already kept a raw value there): nothing a
     /// record said is lost when ingest routes it to its overflow host.
     pub fn reroute_host(&mut self, host: &str) {
-        let original = std::mem::replace(&mut self.host, host.to_string());
+        let original = std::mem::replace(&mut self.host, Cow::Owned(host.to_string()));
         let mut map = self
             .attributes
             .as_deref()
             .and_then(|a| serde_json::from_str::<serde_json::Map<String, Value>>(a).ok())
             .unwrap_or_default();
-        map.entry(ORIGINAL_HOST).or_insert(Value::String(original));
+        map.entry(ORIGINAL_HOST)
+            .or_insert_with(|| Value::String(original.into_owned()));
         self.attributes = Some(Value::Object(map).to_string());
     }
 
@@ -202,7 +206,7 @@ impl Mapper {
         &self.schema
     }
 
-    pub fn map(&self, raw: &RawRecord<'_>) -> Result<Row, Rejection> {
+    pub fn map<'a>(&self, raw: &RawRecord<'a>) -> Result<Row<'a>, Rejection> {
         let payload = match raw.payload {
             Some(p) if !p.is_empty() => p,
             _ => return Err(reject(RejectionKind::Empty, "record has no value")),
@@ -256,22 +260,18 @@ impl Mapper {
         let mut fields = Held::default();
         for name in pattern.capture_names().flatten() {
             if let Some(m) = captures.name(name) {
-                fields.insert(
-                    name.to_string().into(),
-                    Value::String(m.as_str().to_string()),
-                    None,
-                );
+                fields.insert(name.to_string().into(), Val::Str(m.as_str().into()), None);
             }
         }
         self.row_from_fields(Fields::held(fields), Some(line), raw)
     }
 
-    fn row_from_fields(
+    fn row_from_fields<'a>(
         &self,
-        mut all: Fields<'_>,
-        line: Option<&str>,
-        raw: &RawRecord<'_>,
-    ) -> Result<Row, Rejection> {
+        mut all: Fields<'a>,
+        line: Option<&'a str>,
+        raw: &RawRecord<'a>,
+    ) -> Result<Row<'a>, Rejection> {
         let s = &self.schema;
         let fields = &mut all.held;
         let kafka_timestamp_us = raw
@@ -313,16 +313,16 @@ impl Mapper {
                 .key
                 .and_then(|k| std::str::from_utf8(k).ok())
                 .filter(|k| !k.is_empty())
-                .map(str::to_string);
+                .map(Cow::Borrowed);
         }
         let host = match host {
             Some(h) if is_clean_host(&h) => h,
             Some(h) => {
                 let clean = sanitize_host(&h);
-                fields.insert(ORIGINAL_HOST.into(), Value::String(h), None);
-                clean
+                fields.insert(ORIGINAL_HOST.into(), Val::Str(h), None);
+                Cow::Owned(clean)
             }
-            None => "unknown".to_string(),
+            None => Cow::Borrowed("unknown"),
         };
 
         let mut message = take_first_scalar(fields, &s.message_fields);
@@ -331,25 +331,22 @@ impl Mapper {
         let mut columns = Vec::with_capacity(s.columns.len());
         for spec in &s.columns {
             let value = match take_path(fields, spec.field()) {
-                None | Some(Value::Null) => TypedValue::Null,
+                None | Some(Val::Null) => TypedValue::Null,
                 Some(v) => convert(&v, spec, s)?,
             };
             columns.push(value);
         }
         if let Some(line) = line {
             if message.is_none() {
-                message = Some(line.to_string());
+                message = Some(Cow::Borrowed(line));
             }
             if level.is_none() && self.pattern.is_none() {
-                level = detect_level(line).map(str::to_string);
+                level = detect_level(line).map(Cow::Borrowed);
             }
         } else if level.is_none() {
             // A text line a collector wrapped as {"message": ...} (loglake agent, Vector,
             // Fluent Bit, Filebeat) has its level in the text, as a raw text line does.
-            level = message
-                .as_deref()
-                .and_then(detect_level)
-                .map(str::to_string);
+            level = message.as_deref().and_then(detect_level).map(Cow::Borrowed);
         }
         let attributes = all.into_attributes();
         Ok(Row {
@@ -377,23 +374,27 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-fn convert(v: &Value, spec: &ColumnSpec, schema: &TopicSchema) -> Result<TypedValue, Rejection> {
+fn convert<'a>(
+    v: &Val<'a>,
+    spec: &ColumnSpec,
+    schema: &TopicSchema,
+) -> Result<TypedValue<'a>, Rejection> {
     let converted = match (spec.column_type, v) {
-        (ColumnType::String, Value::String(s)) => Some(TypedValue::Str(s.clone())),
-        (ColumnType::String, Value::Number(_) | Value::Bool(_)) => {
-            Some(TypedValue::Str(v.to_string()))
+        (ColumnType::String, Val::Str(s)) => Some(TypedValue::Str(s.clone())),
+        (ColumnType::String, Val::Number(_) | Val::Bool(_)) => {
+            Some(TypedValue::Str(Cow::Owned(v.to_json())))
         }
-        (ColumnType::Int64, Value::Number(n)) => n.as_i64().map(TypedValue::Int),
-        (ColumnType::Int64, Value::String(s)) => s.trim().parse().ok().map(TypedValue::Int),
-        (ColumnType::Float64, Value::Number(n)) => n.as_f64().map(TypedValue::Float),
-        (ColumnType::Float64, Value::String(s)) => s
+        (ColumnType::Int64, Val::Number(n)) => n.as_i64().map(TypedValue::Int),
+        (ColumnType::Int64, Val::Str(s)) => s.trim().parse().ok().map(TypedValue::Int),
+        (ColumnType::Float64, Val::Number(n)) => n.as_f64().map(TypedValue::Float),
+        (ColumnType::Float64, Val::Str(s)) => s
             .trim()
             .parse::<f64>()
             .ok()
             .filter(|f| f.is_finite())
             .map(TypedValue::Float),
-        (ColumnType::Bool, Value::Bool(b)) => Some(TypedValue::Bool(*b)),
-        (ColumnType::Bool, Value::String(s)) => match s.trim() {
+        (ColumnType::Bool, Val::Bool(b)) => Some(TypedValue::Bool(*b)),
+        (ColumnType::Bool, Val::Str(s)) => match s.trim() {
             "true" | "TRUE" | "True" => Some(TypedValue::Bool(true)),
             "false" | "FALSE" | "False" => Some(TypedValue::Bool(false)),
             _ => None,
@@ -404,7 +405,7 @@ fn convert(v: &Value, spec: &ColumnSpec, schema: &TopicSchema) -> Result<TypedVa
         _ => None,
     };
     converted.ok_or_else(|| {
-        let mut shown = v.to_string();
+        let mut shown = v.to_json();
         if shown.len() > 64 {
             let mut cut = 64;
             while !shown.is_char_boundary(cut) {

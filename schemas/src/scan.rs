@@ -1,7 +1,8 @@
 //! One pass over a JSON object record, without building a tree of the whole record.
 //!
 //! Only the top-level fields the mapper may take (the candidates for timestamp, host, level,
-//! message and the typed columns, see [`Wanted`]) are parsed into [`Value`]s. Every other
+//! message and the typed columns, see [`Wanted`]) are parsed, into [`Val`]s that borrow
+//! their strings from the record. Every other
 //! field is re-serialised straight into the `attributes` text as the parser reads it, so a
 //! record with many fields costs one parse and one write, not a map of owned keys and values
 //! that is then serialised again. The text is exactly what `serde_json` prints for the same
@@ -11,9 +12,10 @@ use std::borrow::Cow;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::fields::Held;
+use crate::val::{Key, Val};
 
 /// The top-level keys whose values the mapper may take.
 #[derive(Debug, Clone)]
@@ -125,7 +127,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
+fn write_member(out: &mut Vec<u8>, key: &str, value: &Val<'_>) {
     out.push(b',');
     write_json(out, key);
     out.push(b':');
@@ -133,7 +135,7 @@ fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
 }
 
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing a str, a number or a Value to a Vec cannot fail.
+    // Writing a str, a number or a value to a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
@@ -154,49 +156,75 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
         let fields = self.fields;
         while let Some(key) = map.next_key_seed(Key)? {
             if self.wanted.contains(&key) {
-                let value: Value = map.next_value()?;
+                let value: Val<'a> = map.next_value()?;
                 let at = fields.rest.len();
                 fields.held.insert(key, value, Some(at));
             } else {
-                fields.rest.push(b',');
-                write_json(&mut fields.rest, &*key);
-                fields.rest.push(b':');
-                map.next_value_seed(Transcode(&mut fields.rest))?;
+                let out = &mut fields.rest;
+                out.push(b',');
+                match key {
+                    // Borrowed: no escapes, so no quote, backslash or control character.
+                    Cow::Borrowed(key) => {
+                        out.push(b'"');
+                        out.extend_from_slice(key.as_bytes());
+                        out.push(b'"');
+                    }
+                    Cow::Owned(key) => write_json(out, &key),
+                }
+                out.push(b':');
+                let raw: &'a RawValue = map.next_value()?;
+                let text = raw.get();
+                if prints_as_is(text) {
+                    out.extend_from_slice(text.as_bytes());
+                } else {
+                    // Validated once already: this parse cannot fail.
+                    let mut de = serde_json::Deserializer::from_str(text);
+                    Transcode(out)
+                        .deserialize(&mut de)
+                        .map_err(de::Error::custom)?;
+                }
             }
         }
         Ok(())
     }
 }
 
-/// An object key, borrowed from the record unless it had escapes.
-struct Key;
-
-impl<'de> DeserializeSeed<'de> for Key {
-    type Value = Cow<'de, str>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
+/// True when `serde_json` prints the JSON value `text` (as its parser delimited it: valid,
+/// no whitespace around it) byte for byte as it stands: no whitespace inside, no escapes,
+/// no number it would print differently (fractions, exponents, `-0`, integers past i64).
+/// Most attribute values are such, and are then copied instead of parsed and printed.
+fn prints_as_is(text: &str) -> bool {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'"' => match memchr::memchr2(b'"', b'\\', &b[i + 1..]) {
+                Some(n) if b[i + 1 + n] == b'"' => i += n + 2,
+                _ => return false,
+            },
+            b'-' | b'0'..=b'9' => {
+                let negative = b[i] == b'-';
+                let first = i + usize::from(negative);
+                i = first;
+                while b.get(i).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                }
+                let digits = i - first;
+                if digits == 0
+                    || digits > 18
+                    || (negative && b[first] == b'0')
+                    || matches!(b.get(i), Some(b'.' | b'e' | b'E'))
+                {
+                    return false;
+                }
+            }
+            // Structure, and the letters of true, false and null.
+            b'{' | b'}' | b'[' | b']' | b',' | b':' | b'a' | b'e' | b'f' | b'l' | b'n' | b'r'
+            | b's' | b't' | b'u' => i += 1,
+            _ => return false,
+        }
     }
-}
-
-impl<'de> Visitor<'de> for Key {
-    type Value = Cow<'de, str>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a string key")
-    }
-
-    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        Ok(Cow::Borrowed(v))
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v.to_string()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
-        Ok(Cow::Owned(v))
-    }
+    true
 }
 
 /// Any JSON value, written to `out` as `serde_json` would print it, as it is parsed.
@@ -306,6 +334,7 @@ impl<'de> Visitor<'de> for KeyText<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     fn attributes(text: &str, wanted: &[&str], take: &[&str]) -> Option<String> {
         let wanted = Wanted::new(wanted.iter().copied());
@@ -340,6 +369,40 @@ mod tests {
         );
         assert_eq!(attributes(r#"{"msg":"m"}"#, &wanted, &["msg"]), None);
         assert_eq!(attributes("{}", &wanted, &[]), None);
+    }
+
+    #[test]
+    fn values_copied_as_they_stand_are_exactly_those_serde_json_prints_so() {
+        for same in [
+            "1",
+            "-12",
+            "0",
+            "123456789012345678",
+            "true",
+            "null",
+            r#""a é/""#,
+            "[]",
+            "{}",
+            r#"{"a":[1,"x",{"b":null}],"c":false}"#,
+        ] {
+            let printed = serde_json::from_str::<Value>(same).unwrap().to_string();
+            assert!(prints_as_is(same), "{same}");
+            assert_eq!(printed, same);
+        }
+        for different in [
+            "-0",
+            "1.50",
+            "1e3",
+            "1E3",
+            "12345678901234567890",
+            r#""a\u00e9""#,
+            r#""\/""#,
+            "[1, 2]",
+            r#"{"a": 1}"#,
+            r#"{"a":1.0}"#,
+        ] {
+            assert!(!prints_as_is(different), "{different}");
+        }
     }
 
     #[test]

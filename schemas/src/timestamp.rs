@@ -1,8 +1,8 @@
 //! Event-time parsing. All times are UTC microseconds since the Unix epoch.
 
+use crate::val::Val;
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Utc};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// Earliest event time accepted (2000-01-01T00:00:00Z); older values are treated as unusable.
 pub const MIN_EVENT_TIME_US: i64 = 946_684_800_000_000;
@@ -186,10 +186,10 @@ fn epoch_unit(n: f64, format: &TimestampFormat) -> Option<i64> {
 
 /// Reads a JSON value as an event time, in UTC microseconds. `None` when the value is not a
 /// time in this format or lies outside 2000..2200.
-pub fn parse_timestamp_value(value: &Value, format: &TimestampFormat) -> Option<i64> {
+pub(crate) fn parse_timestamp_value(value: &Val<'_>, format: &TimestampFormat) -> Option<i64> {
     let us = match value {
-        Value::String(s) => parse_text(s, format),
-        Value::Number(n) => n.as_f64().and_then(|n| epoch_unit(n, format)),
+        Val::Str(s) => parse_text(s, format),
+        Val::Number(n) => n.as_f64().and_then(|n| epoch_unit(n, format)),
         _ => None,
     }?;
     (MIN_EVENT_TIME_US..MAX_EVENT_TIME_US)
@@ -217,7 +217,12 @@ pub fn format_partition(timestamp_us: i64) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde::Deserialize;
+    use serde_json::{json, Value};
+
+    fn parse(value: &Value, format: &TimestampFormat) -> Option<i64> {
+        parse_timestamp_value(&Val::deserialize(value.clone()).unwrap(), format)
+    }
 
     const T: i64 = 1_767_323_045_000_000; // 2026-01-02T03:04:05Z
 
@@ -236,7 +241,7 @@ mod tests {
             json!("1767323045"),
             json!(1_767_323_045.0),
         ] {
-            assert_eq!(parse_timestamp_value(&v, &f), Some(T), "{v}");
+            assert_eq!(parse(&v, &f), Some(T), "{v}");
         }
     }
 
@@ -254,14 +259,14 @@ mod tests {
             json!(-5),
             json!(1e300),
         ] {
-            assert_eq!(parse_timestamp_value(&v, &f), None, "{v}");
+            assert_eq!(parse(&v, &f), None, "{v}");
         }
     }
 
     #[test]
     fn strftime_is_utc() {
         let f = TimestampFormat::Strftime("%y%m%d %H%M%S".into());
-        assert_eq!(parse_timestamp_value(&json!("260102 030405"), &f), Some(T));
+        assert_eq!(parse(&json!("260102 030405"), &f), Some(T));
     }
 
     #[test]
@@ -300,7 +305,7 @@ mod tests {
         #[test]
         fn rfc3339_roundtrips(us in MIN_EVENT_TIME_US..MAX_EVENT_TIME_US) {
             let s = Utc.timestamp_micros(us).unwrap().to_rfc3339();
-            proptest::prop_assert_eq!(parse_timestamp_value(&Value::String(s), &TimestampFormat::Auto), Some(us));
+            proptest::prop_assert_eq!(parse(&Value::String(s), &TimestampFormat::Auto), Some(us));
         }
     }
 }
