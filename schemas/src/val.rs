@@ -49,12 +49,6 @@ impl<'a> Val<'a> {
     }
 }
 
-impl fmt::Display for Val<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_json())
-    }
-}
-
 /// The member `key` of an object.
 pub fn member<'v, 'a>(members: &'v Object<'a>, key: &str) -> Option<&'v Val<'a>> {
     members.iter().find(|(k, _)| k == key).map(|(_, v)| v)
