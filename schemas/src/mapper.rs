@@ -6,7 +6,7 @@ use std::fmt;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::fields::{get_path, take_first_scalar, take_first_string, take_path, Held};
+use crate::fields::{get_path, take_first_scalar, take_first_string, take_path, FieldPath, Held};
 use crate::model::{ColumnSpec, ColumnType, Format, SchemaError, TopicSchema};
 use crate::scan::{Fields, Wanted};
 use crate::timestamp::{format_partition, parse_timestamp_value, MIN_EVENT_TIME_US};
@@ -161,6 +161,21 @@ pub struct Mapper {
     pattern: Option<Regex>,
     /// Top-level JSON keys the mapping may take; all others go to `attributes` unparsed.
     wanted: Wanted,
+    /// The schema's field names, resolved against `wanted`.
+    paths: Paths,
+}
+
+/// The field names a [`TopicSchema`] tries, in its order, each resolved to slots.
+#[derive(Debug, Clone)]
+struct Paths {
+    timestamp: Vec<FieldPath>,
+    host: Vec<FieldPath>,
+    message: Vec<FieldPath>,
+    level: Vec<FieldPath>,
+    /// One per typed column, in schema order.
+    columns: Vec<FieldPath>,
+    /// The slot of `_original_host`.
+    original_host: usize,
 }
 
 const LEVEL_WORDS: &[&str] = &[
@@ -182,23 +197,24 @@ impl Mapper {
                 name: "schema".into(),
                 message: e.to_string(),
             })?;
-        let wanted = Wanted::new(
-            [
-                &schema.timestamp_fields,
-                &schema.host_fields,
-                &schema.message_fields,
-                &schema.level_fields,
-            ]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .chain(schema.columns.iter().map(ColumnSpec::field))
-            .chain([ORIGINAL_HOST]),
-        );
+        let mut wanted = Wanted::default();
+        let paths = Paths {
+            timestamp: FieldPath::many(&mut wanted, &schema.timestamp_fields),
+            host: FieldPath::many(&mut wanted, &schema.host_fields),
+            message: FieldPath::many(&mut wanted, &schema.message_fields),
+            level: FieldPath::many(&mut wanted, &schema.level_fields),
+            columns: schema
+                .columns
+                .iter()
+                .map(|c| FieldPath::new(&mut wanted, c.field()))
+                .collect(),
+            original_host: wanted.add(ORIGINAL_HOST),
+        };
         Ok(Self {
             schema: schema.clone(),
             pattern,
             wanted,
+            paths,
         })
     }
 
@@ -260,7 +276,13 @@ impl Mapper {
         let mut fields = Held::default();
         for name in pattern.capture_names().flatten() {
             if let Some(m) = captures.name(name) {
-                fields.insert(name.to_string().into(), Val::Str(m.as_str().into()), None);
+                let slot = self.wanted.slot(name);
+                fields.insert(
+                    slot,
+                    name.to_string().into(),
+                    Val::Str(m.as_str().into()),
+                    None,
+                );
             }
         }
         self.row_from_fields(Fields::held(fields), Some(line), raw)
@@ -273,6 +295,7 @@ impl Mapper {
         raw: &RawRecord<'a>,
     ) -> Result<Row<'a>, Rejection> {
         let s = &self.schema;
+        let paths = &self.paths;
         let fields = &mut all.held;
         let kafka_timestamp_us = raw
             .kafka_timestamp_ms
@@ -289,13 +312,13 @@ impl Mapper {
             kafka_timestamp_us.filter(|us| (MIN_EVENT_TIME_US..=latest_us).contains(us));
 
         let mut timestamp_us = None;
-        for name in &s.timestamp_fields {
-            let Some(value) = get_path(fields, name) else {
+        for path in &paths.timestamp {
+            let Some(value) = get_path(fields, path) else {
                 continue;
             };
             match parse_timestamp_value(value, &s.timestamp_format) {
                 Some(us) if us <= latest_us => {
-                    take_path(fields, name);
+                    take_path(fields, path);
                     timestamp_us = Some(us);
                     break;
                 }
@@ -307,7 +330,7 @@ impl Mapper {
             .or(plausible_kafka_us)
             .unwrap_or(raw.received_at_us);
 
-        let mut host = take_first_string(fields, &s.host_fields);
+        let mut host = take_first_string(fields, &paths.host);
         if host.is_none() {
             host = raw
                 .key
@@ -319,18 +342,19 @@ impl Mapper {
             Some(h) if is_clean_host(&h) => h,
             Some(h) => {
                 let clean = sanitize_host(&h);
-                fields.insert(ORIGINAL_HOST.into(), Val::Str(h), None);
+                let slot = Some(paths.original_host);
+                fields.insert(slot, ORIGINAL_HOST.into(), Val::Str(h), None);
                 Cow::Owned(clean)
             }
             None => Cow::Borrowed("unknown"),
         };
 
-        let mut message = take_first_scalar(fields, &s.message_fields);
-        let mut level = take_first_scalar(fields, &s.level_fields);
+        let mut message = take_first_scalar(fields, &paths.message);
+        let mut level = take_first_scalar(fields, &paths.level);
 
         let mut columns = Vec::with_capacity(s.columns.len());
-        for spec in &s.columns {
-            let value = match take_path(fields, spec.field()) {
+        for (spec, path) in s.columns.iter().zip(&paths.columns) {
+            let value = match take_path(fields, path) {
                 None | Some(Val::Null) => TypedValue::Null,
                 Some(v) => convert(&v, spec, s)?,
             };

@@ -17,47 +17,62 @@ use serde_json::value::RawValue;
 use crate::fields::Held;
 use crate::val::{Key, Val};
 
-/// The top-level keys whose values the mapper may take.
-#[derive(Debug, Clone)]
+/// The top-level keys whose values the mapper may take, each with a slot (its index) by which
+/// the mapper finds the field ([`FieldPath`](crate::fields::FieldPath) adds them).
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Wanted {
-    names: Vec<String>,
+    names: Vec<Name>,
     /// Bit `n` is set when some name is `n` bytes long: most other keys are ruled out
     /// without comparing a byte.
     lengths: u64,
 }
 
+/// A wanted name with its first eight bytes as an integer: a key is compared with it in one
+/// integer compare, and byte by byte only past the eighth byte.
+#[derive(Debug, Clone)]
+struct Name {
+    text: String,
+    head: u64,
+}
+
 impl Wanted {
-    /// Every configured field name and, for dotted paths (`host.name`), its first segment:
-    /// the field is looked up both as one flat key and as a nested path.
-    pub fn new<'a>(paths: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut wanted = Self {
-            names: Vec::new(),
-            lengths: 0,
-        };
-        for path in paths {
-            wanted.add(path);
-            if let Some((head, _)) = path.split_once('.') {
-                wanted.add(head);
-            }
+    /// The slot of `name`, added if new.
+    pub fn add(&mut self, name: &str) -> usize {
+        if let Some(slot) = self.slot(name) {
+            return slot;
         }
-        wanted
+        self.names.push(Name {
+            text: name.to_string(),
+            head: head(name),
+        });
+        self.lengths |= length_bit(name);
+        self.names.len() - 1
     }
 
-    fn add(&mut self, name: &str) {
-        if !self.names.iter().any(|n| n == name) {
-            self.names.push(name.to_string());
-            self.lengths |= Self::length_bit(name);
+    pub fn slot(&self, key: &str) -> Option<usize> {
+        if self.lengths & length_bit(key) == 0 {
+            return None;
         }
+        let key_head = head(key);
+        self.names.iter().position(|n| {
+            n.head == key_head
+                && n.text.len() == key.len()
+                && (key.len() <= 8 || n.text.as_bytes()[8..] == key.as_bytes()[8..])
+        })
     }
+}
 
-    fn length_bit(name: &str) -> u64 {
-        // Names of 63 bytes or more share the last bit.
-        1 << name.len().min(63)
-    }
+fn length_bit(name: &str) -> u64 {
+    // Names of 63 bytes or more share the last bit.
+    1 << name.len().min(63)
+}
 
-    fn contains(&self, key: &str) -> bool {
-        self.lengths & Self::length_bit(key) != 0 && self.names.iter().any(|n| n == key)
-    }
+/// The first eight bytes of `name`, zero-padded.
+fn head(name: &str) -> u64 {
+    let mut bytes = [0; 8];
+    let n = name.len().min(8);
+    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_le_bytes(bytes)
 }
 
 /// A record's fields, split: the wanted ones as values, the others already as JSON text.
@@ -155,10 +170,10 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
     fn visit_map<A: MapAccess<'a>>(self, mut map: A) -> Result<(), A::Error> {
         let fields = self.fields;
         while let Some(key) = map.next_key_seed(Key)? {
-            if self.wanted.contains(&key) {
+            if let Some(slot) = self.wanted.slot(&key) {
                 let value: Val<'a> = map.next_value()?;
                 let at = fields.rest.len();
-                fields.held.insert(key, value, Some(at));
+                fields.held.insert(Some(slot), key, value, Some(at));
             } else {
                 let out = &mut fields.rest;
                 out.push(b',');
@@ -334,13 +349,19 @@ impl<'de> Visitor<'de> for KeyText<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fields::FieldPath;
     use serde_json::Value;
 
     fn attributes(text: &str, wanted: &[&str], take: &[&str]) -> Option<String> {
-        let wanted = Wanted::new(wanted.iter().copied());
-        let mut fields = Fields::scan(text, &wanted).unwrap();
+        let mut all = Wanted::default();
+        for name in wanted {
+            FieldPath::new(&mut all, name);
+        }
+        let mut fields = Fields::scan(text, &all).unwrap();
         for key in take {
-            fields.held.remove(key);
+            if let Some(slot) = all.slot(key) {
+                fields.held.remove(slot);
+            }
         }
         fields.into_attributes()
     }
@@ -407,7 +428,8 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error() {
-        let wanted = Wanted::new(["msg"]);
+        let mut wanted = Wanted::default();
+        wanted.add("msg");
         for bad in [
             r#"{"a":"#,
             r#"{"a":1} x"#,
