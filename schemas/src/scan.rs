@@ -17,14 +17,16 @@ use serde_json::value::RawValue;
 use crate::fields::Held;
 use crate::val::{Key, Val};
 
+mod quick;
+
 /// The top-level keys whose values the mapper may take, each with a slot (its index) by which
 /// the mapper finds the field ([`FieldPath`](crate::fields::FieldPath) adds them).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Wanted {
-    names: Vec<Name>,
-    /// Bit `n` is set when some name is `n` bytes long: most other keys are ruled out
-    /// without comparing a byte.
-    lengths: u64,
+    /// By length (names of 63 bytes or more share the last entry): a key is compared only
+    /// with the few names of its length, most keys with none.
+    by_length: Vec<Vec<Name>>,
+    count: usize,
 }
 
 /// A wanted name with its first eight bytes as an integer: a key is compared with it in one
@@ -33,6 +35,7 @@ pub(crate) struct Wanted {
 struct Name {
     text: String,
     head: u64,
+    slot: usize,
 }
 
 impl Wanted {
@@ -41,38 +44,50 @@ impl Wanted {
         if let Some(slot) = self.slot(name) {
             return slot;
         }
-        self.names.push(Name {
+        let at = length_class(name);
+        if self.by_length.len() <= at {
+            self.by_length.resize(at + 1, Vec::new());
+        }
+        let slot = self.count;
+        self.by_length[at].push(Name {
             text: name.to_string(),
             head: head(name),
+            slot,
         });
-        self.lengths |= length_bit(name);
-        self.names.len() - 1
+        self.count += 1;
+        slot
     }
 
     pub fn slot(&self, key: &str) -> Option<usize> {
-        if self.lengths & length_bit(key) == 0 {
+        let names = self.by_length.get(length_class(key))?;
+        if names.is_empty() {
             return None;
         }
         let key_head = head(key);
-        self.names.iter().position(|n| {
-            n.head == key_head
-                && n.text.len() == key.len()
-                && (key.len() <= 8 || n.text.as_bytes()[8..] == key.as_bytes()[8..])
-        })
+        names
+            .iter()
+            .find(|n| {
+                n.head == key_head
+                    && n.text.len() == key.len()
+                    && (key.len() <= 8 || n.text.as_bytes()[8..] == key.as_bytes()[8..])
+            })
+            .map(|n| n.slot)
     }
 }
 
-fn length_bit(name: &str) -> u64 {
-    // Names of 63 bytes or more share the last bit.
-    1 << name.len().min(63)
+fn length_class(name: &str) -> usize {
+    name.len().min(63)
 }
 
 /// The first eight bytes of `name`, zero-padded.
 fn head(name: &str) -> u64 {
-    let mut bytes = [0; 8];
-    let n = name.len().min(8);
-    bytes[..n].copy_from_slice(&name.as_bytes()[..n]);
-    u64::from_le_bytes(bytes)
+    match name.as_bytes().first_chunk::<8>() {
+        Some(first) => u64::from_le_bytes(*first),
+        None => name
+            .bytes()
+            .rev()
+            .fold(0, |word, c| (word << 8) | u64::from(c)),
+    }
 }
 
 /// A record's fields, split: the wanted ones as values, the others already as JSON text.
@@ -95,6 +110,14 @@ impl<'a> Fields<'a> {
 
     /// Scans a JSON object (the text must start with `{` after whitespace).
     pub fn scan(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
+        match quick::scan(text, wanted) {
+            Some(fields) => Ok(fields),
+            None => Self::scan_serde(text, wanted),
+        }
+    }
+
+    /// [`Fields::scan`] for every shape of record, with serde_json's errors.
+    fn scan_serde(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
         let mut rest = Vec::with_capacity(text.len() / 2);
         rest.push(b'{');
         let mut fields = Self {
@@ -188,19 +211,22 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
                 }
                 out.push(b':');
                 let raw: &'a RawValue = map.next_value()?;
-                let text = raw.get();
-                if prints_as_is(text) {
-                    out.extend_from_slice(text.as_bytes());
-                } else {
-                    // Validated once already: this parse cannot fail.
-                    let mut de = serde_json::Deserializer::from_str(text);
-                    Transcode(out)
-                        .deserialize(&mut de)
-                        .map_err(de::Error::custom)?;
-                }
+                write_other(out, raw.get()).map_err(de::Error::custom)?;
             }
         }
         Ok(())
+    }
+}
+
+/// Writes the JSON value `text` (as serde_json delimited it) as serde_json prints it.
+fn write_other(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
+    if prints_as_is(text) {
+        out.extend_from_slice(text.as_bytes());
+        Ok(())
+    } else {
+        // Validated once already: this parse fails only on a lone surrogate escape.
+        let mut de = serde_json::Deserializer::from_str(text);
+        Transcode(out).deserialize(&mut de)
     }
 }
 
@@ -441,7 +467,80 @@ mod tests {
         }
     }
 
+    /// What a scan yields, in a form two scans can be compared by.
+    fn outcome(
+        fields: Result<Fields<'_>, serde_json::Error>,
+    ) -> Result<(String, Option<String>), ()> {
+        let fields = fields.map_err(drop)?;
+        let held = format!("{:?}", fields.held);
+        Ok((held, fields.into_attributes()))
+    }
+
+    fn quick_wanted() -> Wanted {
+        let mut wanted = Wanted::default();
+        for name in ["msg", "time", "host.name", "n"] {
+            FieldPath::new(&mut wanted, name);
+        }
+        wanted
+    }
+
+    #[test]
+    fn the_quick_scan_takes_flat_records_and_leaves_the_rest() {
+        let wanted = quick_wanted();
+        for taken in [
+            r#"{"msg":"a\"b\\c\r","n":-12,"time":1.5e3,"x":"\u00e9\/","y":true,"z":null}"#,
+            " {\n\"msg\" : \"m\" ,\t\"a\":0 } \r\n",
+            "{}",
+            r#"{"big":123456789012345678901,"neg0":-0,"f":0.25}"#,
+        ] {
+            assert!(quick::scan(taken, &wanted).is_some(), "{taken}");
+            assert_eq!(
+                outcome(Fields::scan(taken, &wanted)),
+                outcome(Fields::scan_serde(taken, &wanted)),
+                "{taken}"
+            );
+        }
+        for left in [
+            r#"{"host":{"name":"h"}}"#,
+            r#"{"a":[1]}"#,
+            r#"{"k\u0065y":1}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"x"} y"#,
+            "{\"a\":\"tab\there\"}",
+            r#"{"a":tru}"#,
+            r#"{"a":"\x"}"#,
+            r#"{"a":1x}"#,
+            r#"{"a":"\ud800"}"#,
+        ] {
+            assert!(quick::scan(left, &wanted).is_none(), "{left}");
+        }
+    }
+
     proptest::proptest! {
+        /// On records built from the pieces real logs and hostile producers send, and on the
+        /// same records mangled, the quick scan either leaves the record or yields exactly
+        /// what the serde_json scan yields.
+        #[test]
+        fn the_quick_scan_agrees_with_serde_json(
+            text in flat_record(),
+            edits in proptest::collection::vec((0usize..1000, 0usize..12), 0..3),
+        ) {
+            let wanted = quick_wanted();
+            let mut bytes = text.into_bytes();
+            for (at, what) in edits {
+                let at = at % (bytes.len() + 1);
+                match what {
+                    0 if at < bytes.len() => { bytes.remove(at); }
+                    _ => bytes.insert(at, b"\"\\,:{}[]0-e "[what % 12]),
+                }
+            }
+            let Ok(text) = String::from_utf8(bytes) else { return Ok(()) };
+            if let Some(quick) = quick::scan(&text, &wanted) {
+                proptest::prop_assert_eq!(outcome(Ok(quick)), outcome(Fields::scan_serde(&text, &wanted)));
+            }
+        }
+
         #[test]
         fn any_object_round_trips(doc in json_object()) {
             // Compared with what a parsed `Value` prints (serde_json's float parsing is not
@@ -452,6 +551,50 @@ mod tests {
             let expected = (!doc.as_object().unwrap().is_empty()).then(|| parsed.to_string());
             proptest::prop_assert_eq!(printed, expected);
         }
+    }
+
+    fn flat_record() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let key = prop_oneof![
+            Just("msg"),
+            Just("time"),
+            Just("host.name"),
+            Just("host"),
+            Just("n"),
+            Just("a"),
+            Just("k\\u0061"),
+            Just("k\\n"),
+        ];
+        let value = prop_oneof![
+            Just(r#""plain é""#),
+            Just(r#""a\"b\\c\r\n\t\b\f""#),
+            Just(r#""\/x\u00e9\ud83d\ude00""#),
+            Just(r#""\ud800""#),
+            Just(r#""""#),
+            Just("0"),
+            Just("-7"),
+            Just("123456789012345678"),
+            Just("1234567890123456789"),
+            Just("18446744073709551616"),
+            Just("-0"),
+            Just("1.50"),
+            Just("2e3"),
+            Just("-1E-2"),
+            Just("true"),
+            Just("false"),
+            Just("null"),
+            Just("{}"),
+            Just(r#"{"name":"h"}"#),
+            Just("[1,2]"),
+        ];
+        let ws = prop_oneof![Just(""), Just(" "), Just("\n\t")];
+        proptest::collection::vec((key, ws.clone(), value, ws), 0..6).prop_map(|members| {
+            let body: Vec<String> = members
+                .into_iter()
+                .map(|(k, w1, v, w2)| format!("{w1}\"{k}\"{w1}:{w2}{v}{w2}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
     }
 
     fn json_object() -> impl proptest::strategy::Strategy<Value = Value> {
