@@ -176,6 +176,8 @@ struct Paths {
     columns: Vec<FieldPath>,
     /// The slot of `_original_host`.
     original_host: usize,
+    /// The pattern's named groups: index, name and slot (`None` when no name refers to it).
+    captures: Vec<(usize, String, Option<usize>)>,
 }
 
 const LEVEL_WORDS: &[&str] = &[
@@ -198,7 +200,7 @@ impl Mapper {
                 message: e.to_string(),
             })?;
         let mut wanted = Wanted::default();
-        let paths = Paths {
+        let mut paths = Paths {
             timestamp: FieldPath::many(&mut wanted, &schema.timestamp_fields),
             host: FieldPath::many(&mut wanted, &schema.host_fields),
             message: FieldPath::many(&mut wanted, &schema.message_fields),
@@ -209,7 +211,17 @@ impl Mapper {
                 .map(|c| FieldPath::new(&mut wanted, c.field()))
                 .collect(),
             original_host: wanted.add(ORIGINAL_HOST),
+            captures: Vec::new(),
         };
+        if let Some(pattern) = &pattern {
+            paths.captures = pattern
+                .capture_names()
+                .enumerate()
+                .filter_map(|(group, name)| {
+                    name.map(|name| (group, name.to_string(), wanted.slot(name)))
+                })
+                .collect();
+        }
         Ok(Self {
             schema: schema.clone(),
             pattern,
@@ -274,12 +286,11 @@ impl Mapper {
             ));
         };
         let mut fields = Held::default();
-        for name in pattern.capture_names().flatten() {
-            if let Some(m) = captures.name(name) {
-                let slot = self.wanted.slot(name);
+        for (group, name, slot) in &self.paths.captures {
+            if let Some(m) = captures.get(*group) {
                 fields.insert(
-                    slot,
-                    name.to_string().into(),
+                    *slot,
+                    name.clone().into(),
                     Val::Str(m.as_str().into()),
                     None,
                 );

@@ -116,14 +116,19 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// [`Fields::scan`] for every shape of record, with serde_json's errors.
-    fn scan_serde(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
+    /// No fields yet, with room for those of a record of `text`.
+    fn empty_for(text: &str) -> Self {
         let mut rest = Vec::with_capacity(text.len() / 2);
         rest.push(b'{');
-        let mut fields = Self {
+        Self {
             held: Held::default(),
             rest,
-        };
+        }
+    }
+
+    /// [`Fields::scan`] for every shape of record, with serde_json's errors.
+    fn scan_serde(text: &'a str, wanted: &Wanted) -> Result<Self, serde_json::Error> {
+        let mut fields = Self::empty_for(text);
         let mut de = serde_json::Deserializer::from_str(text);
         de.deserialize_map(Scan {
             wanted,
@@ -199,23 +204,28 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
                 fields.held.insert(Some(slot), key, value, Some(at));
             } else {
                 let out = &mut fields.rest;
-                out.push(b',');
                 match key {
                     // Borrowed: no escapes, so no quote, backslash or control character.
-                    Cow::Borrowed(key) => {
-                        out.push(b'"');
-                        out.extend_from_slice(key.as_bytes());
-                        out.push(b'"');
+                    Cow::Borrowed(key) => write_plain_key(out, key),
+                    Cow::Owned(key) => {
+                        out.push(b',');
+                        write_json(out, &key);
+                        out.push(b':');
                     }
-                    Cow::Owned(key) => write_json(out, &key),
                 }
-                out.push(b':');
                 let raw: &'a RawValue = map.next_value()?;
                 write_other(out, raw.get()).map_err(de::Error::custom)?;
             }
         }
         Ok(())
     }
+}
+
+/// Writes `,"key":` for a key with no escapes (no quote, backslash or control character).
+fn write_plain_key(out: &mut Vec<u8>, key: &str) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
 }
 
 /// Writes the JSON value `text` (as serde_json delimited it) as serde_json prints it.

@@ -14,8 +14,7 @@ use std::borrow::Cow;
 use serde::Deserialize as _;
 use serde_json::value::RawValue;
 
-use super::{write_other, Fields, Wanted};
-use crate::fields::Held;
+use super::{write_other, write_plain_key, Fields, Wanted};
 use crate::val::Val;
 
 /// Scans `text` as [`Fields::scan`] would, or returns `None` to leave it to that scan.
@@ -25,9 +24,7 @@ pub(super) fn scan<'a>(text: &'a str, wanted: &Wanted) -> Option<Fields<'a>> {
     if b.get(i) != Some(&b'{') {
         return None;
     }
-    let mut rest = Vec::with_capacity(text.len() / 2);
-    rest.push(b'{');
-    let mut held = Held::default();
+    let mut fields = Fields::empty_for(text);
     i = skip_ws(b, i + 1);
     if b.get(i) == Some(&b'}') {
         i += 1;
@@ -47,13 +44,14 @@ pub(super) fn scan<'a>(text: &'a str, wanted: &Wanted) -> Option<Fields<'a>> {
             i = skip_ws(b, i + 1);
             if let Some(slot) = wanted.slot(key) {
                 let (value, next) = wanted_value(text, i)?;
-                held.insert(Some(slot), Cow::Borrowed(key), value, Some(rest.len()));
+                let at = Some(fields.rest.len());
+                fields
+                    .held
+                    .insert(Some(slot), Cow::Borrowed(key), value, at);
                 i = next;
             } else {
-                rest.extend_from_slice(b",\"");
-                rest.extend_from_slice(key.as_bytes());
-                rest.extend_from_slice(b"\":");
-                i = other_value(text, i, &mut rest)?;
+                write_plain_key(&mut fields.rest, key);
+                i = other_value(text, i, &mut fields.rest)?;
             }
             i = skip_ws(b, i);
             match b.get(i) {
@@ -66,7 +64,7 @@ pub(super) fn scan<'a>(text: &'a str, wanted: &Wanted) -> Option<Fields<'a>> {
             }
         }
     }
-    (skip_ws(b, i) == b.len()).then_some(Fields { held, rest })
+    (skip_ws(b, i) == b.len()).then_some(fields)
 }
 
 /// What a string holds between its quotes.
