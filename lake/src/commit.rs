@@ -68,13 +68,14 @@ async fn rebuild_if_aged(table: &mut DeltaTable, before: Option<u64>) {
 }
 
 /// The `txn` version recorded for `app_id` in the table's loaded snapshot.
+///
+/// Read through [`crate::progress::all_txns`]: delta-rs's `transaction_version` replays every
+/// commit since the newest checkpoint on each call, and the compactor asks twice per merged
+/// partition (its fence, when planning and before committing), so a pass over many partitions
+/// of a table with a few hundred commits since its checkpoint read those commits again and
+/// again.
 pub async fn txn_version(table: &DeltaTable, app_id: &str) -> Result<Option<i64>, LakeError> {
-    let name = table.table_url().to_string();
-    let snapshot = table.snapshot().map_err(|e| LakeError::delta(&name, e))?;
-    snapshot
-        .transaction_version(table.log_store().as_ref(), app_id)
-        .await
-        .map_err(|e| LakeError::delta(&name, e))
+    Ok(crate::progress::all_txns(table).await?.get(app_id).copied())
 }
 
 /// Commit properties for every loglake commit: txn progress, app metadata, and no

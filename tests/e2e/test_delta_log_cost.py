@@ -103,6 +103,61 @@ def test_ingest_commits_cost_the_same_as_the_log_grows(stack, tmp_path, workers)
     assert sorted(gets)[-2] <= 10, gets
 
 
+def test_a_compaction_pass_reads_each_commit_a_few_times_not_once_per_partition(stack, tmp_path, workers):
+    """Ingest leaves checkpoints to the compactor, so a pass starts on a log with every commit
+    since the previous pass after its checkpoint. The pass reads those commits when it loads
+    the table and its txns, then only what each merge commits: a table with 8 hosts' hours to
+    merge does not read its log again per partition (delta-rs's `transaction_version`, which
+    the compactor's fence used, replays the log since the checkpoint on every call: twice per
+    merged partition)."""
+    hosts, waves = 8, 12
+    port = free_port()
+    requests = tmp_path / "requests.log"
+    proxy = subprocess.Popen([sys.executable, str(HERE / "s3_ignoring_proxy.py"), str(port),
+                              stack["LOGLAKE_S3_ENDPOINT"], "--count", str(requests)])
+    try:
+        topic = f"passcost-{uuid.uuid4().hex[:6]}"
+        create_topic(stack, topic, 1)
+        lake = Lake(stack, "s3", [topic], tmp_path, ingest={"max_latency": "300ms"},
+                    compactor={"grace": "1m", "min_files": 2})
+        uri = lake.table_uri(topic)
+        table = topic.replace("-", "_")
+        w = Worker(lake)
+        workers.append(w)
+        sent = 0
+        for wave in range(waves):
+            produce(stack, topic, [(0, b"k", log_record("2026-03-11T05:10:00Z", f"host-{h}", sent + h))
+                                   for h in range(hosts)])
+            sent += hosts
+            lake.wait_count(table, sent, workers=[w])
+        assert w.stop() == 0
+        version = DeltaTable(uri, storage_options=lake.storage_options()).version()
+        assert version >= waves, "one commit per wave at least"
+
+        direct = lake.config.read_text()
+        lake.config.write_text(direct.replace(stack["LOGLAKE_S3_ENDPOINT"], f"http://127.0.0.1:{port}"))
+        out = lake.run("compact", timeout=180)
+        assert f" {hosts} partitions merged" in out.stdout, out.stdout
+        lake.config.write_text(direct)
+    finally:
+        proxy.kill()
+        proxy.wait()
+
+    reads = {}
+    commit = re.compile(r"^GET /[^?]*/_delta_log/(\d{20})\.json$")
+    for line in requests.read_text().splitlines():
+        if (m := commit.match(line)) and "/" + urllib.parse.urlparse(uri).path.lstrip("/") in line:
+            reads[int(m.group(1))] = reads.get(int(m.group(1)), 0) + 1
+    # The commits ingest wrote, but its newest two (what the merges' own commits follow).
+    ingested = [reads.get(v, 0) for v in range(version - 1)]
+    print(f"GETs per log commit in a pass merging {hosts} partitions: {ingested}")
+    # Measured: 7 each (the table's load, the txn replay, the checkpoint at the end), however
+    # many partitions; with the fence replaying the log it was 7 + 2 per merged partition.
+    assert all(n >= 1 for n in ingested), ingested
+    assert max(ingested) <= 7 < hosts, ingested
+    assert lake.count(table) == sent
+
+
 def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_path, workers):
     """Every 100 versions a worker's table handle is loaded afresh from the newest checkpoint
     (delta-rs's snapshot otherwise re-reads one batch per commit it advanced over, on every
