@@ -198,7 +198,14 @@ pub struct Copied {
     pub inputs: Vec<usize>,
 }
 
-/// Copies the row groups of `inputs` (object paths), in `order`, into new files under `dir`
+/// One input of a copy: where it is, and its bytes when they were fetched already.
+#[derive(Debug)]
+pub struct CopyInput {
+    pub path: Path,
+    pub fetched: Option<Bytes>,
+}
+
+/// Copies the row groups of `inputs`, in `order`, into new files under `dir`
 /// of about `target_file_size` each (an input is never split: a file ends before the input
 /// that would take it past the target). `props` must be the writer settings [`copy_order`]
 /// checked the inputs against, with the sort column's leaf index as sorting column. Nothing
@@ -206,7 +213,7 @@ pub struct Copied {
 pub async fn copy_row_groups(
     table: &str,
     store: Arc<dyn ObjectStore>,
-    inputs: &[Path],
+    inputs: Vec<CopyInput>,
     order: &[usize],
     dir: &Path,
     props: Arc<WriterProperties>,
@@ -217,15 +224,22 @@ pub async fn copy_row_groups(
         path: path.to_string(),
         source,
     };
-    let mut fetched = futures::stream::iter(order.iter().map(|&index| {
+    let mut inputs: Vec<Option<CopyInput>> = inputs.into_iter().map(Some).collect();
+    let ordered: Vec<(usize, CopyInput)> = order
+        .iter()
+        .filter_map(|&index| Some((index, inputs.get_mut(index)?.take()?)))
+        .collect();
+    let mut fetched = futures::stream::iter(ordered.into_iter().map(|(index, input)| {
         let store = store.clone();
-        let path = inputs[index].clone();
         async move {
-            let bytes = match store.get(&path).await {
-                Ok(got) => got.bytes().await,
-                Err(e) => Err(e),
+            let bytes = match input.fetched {
+                Some(bytes) => Ok(bytes),
+                None => match store.get(&input.path).await {
+                    Ok(got) => got.bytes().await,
+                    Err(e) => Err(e),
+                },
             };
-            (index, path, bytes)
+            (index, input.path, bytes)
         }
     }))
     .buffered(PREFETCH + 1);
@@ -453,20 +467,26 @@ mod tests {
             (0..1000).collect(),
             (1000..2000).collect(),
         ];
-        let mut paths = Vec::new();
+        let mut inputs = Vec::new();
         let mut sizes = Vec::new();
         for (n, times) in runs.iter().enumerate() {
             let path = Path::from(format!("host=a/in-{n}.parquet"));
             let bytes = encoded(times, true, true);
             sizes.push(bytes.len() as u64);
-            store.put(&path, PutPayload::from(bytes)).await.unwrap();
-            paths.push(path);
+            store
+                .put(&path, PutPayload::from(bytes.clone()))
+                .await
+                .unwrap();
+            // One input arrives fetched already (a merge fetched it whole), the others are
+            // fetched by the copy.
+            let fetched = (n == 2).then_some(bytes);
+            inputs.push(CopyInput { path, fetched });
         }
         let target = sizes[1] + sizes[2] + 64;
         let copied = copy_row_groups(
             "t",
             store.clone(),
-            &paths,
+            inputs,
             &[1, 2, 0],
             &Path::from("host=a"),
             Arc::new(writer_properties(Some(0))),

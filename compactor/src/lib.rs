@@ -31,6 +31,7 @@
 mod config;
 pub mod copy;
 mod error;
+pub mod input;
 pub mod merge;
 pub mod planner;
 mod report;

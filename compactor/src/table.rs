@@ -18,11 +18,6 @@ use loglake_lake::commit::{commit_actions, commit_properties, refresh, txn_versi
 use loglake_lake::write::{writer_properties, ROW_GROUP_ROWS};
 use loglake_lake::{Lake, LakeError, REJECTED_SUFFIX};
 use object_store::path::Path;
-// ParquetObjectReader is deprecated upstream in favour of hand-written AsyncFileReaders; it
-// still does exactly what a merge needs (ranged GETs of one object), so it stays until the
-// replacement lands in a release we pin.
-#[allow(deprecated)]
-use parquet::arrow::async_reader::ParquetObjectReader;
 use parquet::arrow::async_reader::ParquetRecordBatchStreamBuilder;
 use parquet::file::metadata::ParquetMetaData;
 use serde_json::json;
@@ -30,6 +25,7 @@ use serde_json::json;
 use crate::config::CompactorConfig;
 use crate::copy::{self, NoCopy};
 use crate::error::CompactError;
+use crate::input::{self, Input};
 use crate::merge::SortedMerge;
 use crate::planner::{expired, plan, FileInfo, Merge, PlanConfig};
 use crate::report::TableReport;
@@ -48,9 +44,6 @@ const INPUT_BATCH_ROWS: usize = 4096;
 /// Inputs whose row groups average fewer rows are decoded and merged into row groups of
 /// ingest's size (`ROW_GROUP_ROWS`) rather than copied as they are.
 const COPY_MIN_GROUP_ROWS: usize = ROW_GROUP_ROWS / 8;
-
-#[allow(deprecated)]
-type ObjectReader = ParquetObjectReader;
 
 /// Input footers read at once when a merge starts.
 const OPEN_CONCURRENCY: usize = 16;
@@ -248,9 +241,17 @@ async fn merge_one(
     let read_version = table.version().unwrap_or_default();
     let inputs: Vec<&LogicalFileView> = merge.inputs.iter().filter_map(|p| views.get(p)).collect();
     let store = table.object_store();
-    // Footers are read concurrently (each is a round trip to the store); the streams then
-    // fetch their row groups as the merge pulls them.
-    let opened: Vec<_> = futures::stream::iter(inputs.iter().map(|view| {
+    // Inputs are opened concurrently (each is a round trip to the store): small ones fetched
+    // whole, the footers of the others read, whose streams then fetch their row groups as the
+    // merge pulls them.
+    let whole = input::fetch_whole(
+        &inputs
+            .iter()
+            .map(|v| (v.size().max(0) as u64, v.num_records().map(|n| n as u64)))
+            .collect::<Vec<_>>(),
+        ROW_GROUP_ROWS as u64,
+    );
+    let opened: Vec<_> = futures::stream::iter(inputs.iter().zip(whole).map(|(view, whole)| {
         let store = store.clone();
         async move {
             let read_err = |source| CompactError::Read {
@@ -258,12 +259,18 @@ async fn merge_one(
                 path: view.path().to_string(),
                 source,
             };
-            #[allow(deprecated)]
-            let reader = ParquetObjectReader::new(store, view.object_store_path())
-                .with_file_size(view.size().max(0) as u64);
+            let reader = Input::open(
+                store,
+                view.object_store_path(),
+                view.size().max(0) as u64,
+                whole,
+            )
+            .await
+            .map_err(read_err)?;
+            let fetched = reader.whole().cloned();
             ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .map(|b| b.with_batch_size(INPUT_BATCH_ROWS))
+                .map(|b| (b.with_batch_size(INPUT_BATCH_ROWS), fetched))
                 .map_err(read_err)
         }
     }))
@@ -273,7 +280,11 @@ async fn merge_one(
     if opened.is_empty() {
         return Ok(MergeDone::default());
     }
-    let builders = opened.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let (builders, fetched): (Vec<_>, Vec<_>) = opened
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
     let values = partition_values(merge);
     let partition = format!(
         "host={}/date={}/hour={}",
@@ -304,13 +315,20 @@ async fn merge_one(
     });
     let (mut adds, rows, method) = match plan {
         Ok((plan, stats)) => {
+            // The copy reads whole inputs: those fetched whole already are handed over (and
+            // let go of once copied), the others fetched as it goes.
+            drop(builders);
             let copied = copy::copy_row_groups(
                 dir,
                 store.clone(),
-                &inputs
+                inputs
                     .iter()
-                    .map(|v| v.object_store_path())
-                    .collect::<Vec<_>>(),
+                    .zip(fetched)
+                    .map(|(v, fetched)| copy::CopyInput {
+                        path: v.object_store_path(),
+                        fetched,
+                    })
+                    .collect(),
                 &plan.order,
                 &parent(&inputs[0].object_store_path()),
                 Arc::new(writer_properties(Some(plan.sort_leaf))),
@@ -439,7 +457,7 @@ fn copied_add(
 async fn decode_merge(
     table: &DeltaTable,
     dir: &str,
-    builders: Vec<ParquetRecordBatchStreamBuilder<ObjectReader>>,
+    builders: Vec<ParquetRecordBatchStreamBuilder<Input>>,
     inputs: &[&LogicalFileView],
     values: &IndexMap<String, Scalar>,
     config: &CompactorConfig,
