@@ -45,7 +45,7 @@ const INPUT_BATCH_ROWS: usize = 4096;
 /// ingest's size (`ROW_GROUP_ROWS`) rather than copied as they are.
 const COPY_MIN_GROUP_ROWS: usize = ROW_GROUP_ROWS / 8;
 
-/// Input footers read at once when a merge starts.
+/// Inputs opened at once when a merge starts (a whole small input or a footer each).
 const OPEN_CONCURRENCY: usize = 16;
 
 /// What a pass may do.
