@@ -181,6 +181,11 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         Kind::Int,
     ),
     (
+        "LOGLAKE_COMPACTOR_TABLE_CONCURRENCY",
+        "compactor.table_concurrency",
+        Kind::Int,
+    ),
+    (
         "LOGLAKE_COMPACTOR_METRICS_LISTEN",
         "compactor.metrics_listen",
         Kind::Str,

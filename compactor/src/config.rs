@@ -47,6 +47,11 @@ pub struct CompactorConfig {
     pub log_retention: Duration,
     /// A checkpoint is written when this many commits followed the last one.
     pub checkpoint_every: u64,
+    /// Tables a pass works on at once: loading logs, planning, checkpoints and vacuum
+    /// listings are round trips to the store, and a lake of thousands of topics would spend
+    /// its pass waiting on them one after another. Merges still run one at a time across
+    /// the pass, so memory and CPU are what one merge takes.
+    pub table_concurrency: usize,
     /// `host:port` for `/metrics` and `/healthz` with `--interval`; "off" disables.
     pub metrics_listen: String,
 }
@@ -64,6 +69,7 @@ impl Default for CompactorConfig {
             vacuum_min_delay: MIN_VACUUM_DELAY,
             log_retention: Duration::from_secs(24 * 3600),
             checkpoint_every: 20,
+            table_concurrency: 8,
             metrics_listen: "127.0.0.1:9465".into(),
         }
     }
@@ -127,6 +133,9 @@ impl CompactorConfig {
         if self.checkpoint_every == 0 {
             return Err(bad("compactor.checkpoint_every", "must be at least 1"));
         }
+        if self.table_concurrency == 0 {
+            return Err(bad("compactor.table_concurrency", "must be at least 1"));
+        }
         let retentions = self
             .retention
             .iter()
@@ -188,23 +197,32 @@ mod tests {
 
     #[test]
     fn unsafe_values_name_the_key() {
-        let c = CompactorConfig {
-            vacuum_delay: Duration::from_secs(60),
-            ..Default::default()
-        };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("compactor.vacuum_delay"));
-        let c = CompactorConfig {
-            retention: Some(Duration::from_secs(1800)),
-            ..Default::default()
-        };
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("compactor.retention"));
+        let cases = [
+            (
+                CompactorConfig {
+                    vacuum_delay: Duration::from_secs(60),
+                    ..Default::default()
+                },
+                "compactor.vacuum_delay",
+            ),
+            (
+                CompactorConfig {
+                    retention: Some(Duration::from_secs(1800)),
+                    ..Default::default()
+                },
+                "compactor.retention",
+            ),
+            (
+                CompactorConfig {
+                    table_concurrency: 0,
+                    ..Default::default()
+                },
+                "compactor.table_concurrency",
+            ),
+        ];
+        for (config, key) in cases {
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
     }
 }

@@ -41,6 +41,7 @@ mod upkeep;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
 use loglake_lake::Lake;
 use tokio_util::sync::CancellationToken;
 
@@ -52,9 +53,10 @@ pub use service::{serve, CompactorMetrics};
 pub use table::{PassOptions, Progress, FENCE_APP_ID};
 pub use upkeep::retention_predicate;
 
-/// One pass over every table of the lake (or only `only`, a table directory). Tables are
-/// done one after the other; a table that fails does not stop the others, and the pass
-/// fails at the end if any did.
+/// One pass over every table of the lake (or only `only`, a table directory). Up to
+/// `table_concurrency` tables are worked on at once, their merges one at a time; a table
+/// that fails does not stop the others, and the pass fails at the end if any did. Reports
+/// (and `--dry-run` plans) come in table order.
 pub async fn run_pass(
     lake: &Lake,
     config: &CompactorConfig,
@@ -67,26 +69,40 @@ pub async fn run_pass(
     }
     let started = Instant::now();
     let now = chrono::Utc::now();
-    let mut tables: Vec<String> = lake
-        .list_tables()
+    let wanted = |d: &str| only.is_none_or(|o| d == o || loglake_lake::sql_table_name(d) == o);
+    let tables: Vec<String> = lake
+        .list_tables_where(wanted)
         .await?
         .into_iter()
         .map(|t| t.dir)
         .collect();
-    if let Some(only) = only {
-        let wanted = |d: &String| d == only || loglake_lake::sql_table_name(d) == only;
-        if !tables.iter().any(wanted) {
-            return Err(CompactError::Config {
-                key: "--table".into(),
-                message: format!("no table {only:?} in the lake (tables: {tables:?})"),
-            });
-        }
-        tables.retain(wanted);
+    if let (Some(only), true) = (only, tables.is_empty()) {
+        let all: Vec<String> = lake
+            .list_tables()
+            .await?
+            .into_iter()
+            .map(|t| t.dir)
+            .collect();
+        return Err(CompactError::Config {
+            key: "--table".into(),
+            message: format!("no table {only:?} in the lake (tables: {all:?})"),
+        });
     }
+    let merge_slot = &tokio::sync::Semaphore::new(1);
+    let mut outcomes = futures::stream::iter(&tables)
+        .map(|dir| async move {
+            let outcome = table::run_table(lake, dir, config, options, now, merge_slot).await;
+            (dir, outcome)
+        })
+        .buffered(config.table_concurrency);
     let mut report = PassReport::default();
-    for dir in &tables {
-        match table::run_table(lake, dir, config, options, now).await {
+    while let Some((dir, outcome)) = outcomes.next().await {
+        match outcome {
             Ok(t) => {
+                if options.dry_run {
+                    use std::io::Write as _;
+                    let _ = std::io::stdout().lock().write_all(t.plan.as_bytes());
+                }
                 tracing::info!(
                     table = %dir,
                     merged = t.merged,

@@ -40,6 +40,8 @@ pub struct TableReport {
     pub vacuumed_files: usize,
     /// Files vacuum would delete (dry run).
     pub vacuum_candidates: usize,
+    /// The plan `--dry-run` prints, one line per merge and a total line.
+    pub plan: String,
     pub duration: Duration,
 }
 
@@ -71,10 +73,10 @@ impl TableReport {
         self.rows += done.rows;
     }
 
-    /// The plan, one line per merge, on standard output (`--dry-run`).
-    pub fn print_plan(&self, merges: &[Merge], target: u64) {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
+    /// The plan, one line per merge and a total line (`--dry-run`).
+    pub fn plan_text(&self, merges: &[Merge], target: u64) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
         for m in merges {
             let _ = writeln!(
                 out,
@@ -100,6 +102,7 @@ impl TableReport {
             ByteSize(self.expired_bytes),
             self.vacuum_candidates
         );
+        out
     }
 }
 

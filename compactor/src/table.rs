@@ -100,13 +100,14 @@ fn live_files(
         .collect())
 }
 
-/// Compacts, expires and cleans one table.
+/// Compacts, expires and cleans one table. Each merge holds `merge_slot` while it runs.
 pub async fn run_table(
     lake: &Lake,
     dir: &str,
     config: &CompactorConfig,
     options: PassOptions,
     now: DateTime<Utc>,
+    merge_slot: &tokio::sync::Semaphore,
 ) -> Result<TableReport, CompactError> {
     let started = Instant::now();
     let mut report = TableReport::new(dir);
@@ -151,7 +152,7 @@ pub async fn run_table(
 
     if options.dry_run {
         report.vacuum_candidates = upkeep::vacuum(&table, config, true).await?;
-        report.print_plan(&merges, config.target_file_size.as_u64());
+        report.plan = report.plan_text(&merges, config.target_file_size.as_u64());
         report.duration = started.elapsed();
         return Ok(report);
     }
@@ -171,6 +172,11 @@ pub async fn run_table(
             });
         }
         bytes_done += merge.bytes;
+        // One merge at a time across the pass, whatever the table concurrency.
+        let _merging = merge_slot
+            .acquire()
+            .await
+            .expect("the pass never closes it");
         match merge_one(&mut table, dir, merge, &views, config).await {
             Ok(done) => report.merged(merge, &done),
             Err(CompactError::Fenced { .. }) => {

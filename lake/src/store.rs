@@ -177,9 +177,24 @@ impl Lake {
             .expect("a directory name joins onto a valid root URL")
     }
 
+    /// A builder for the table in `dir`. On S3 every table shares the lake's one store: one
+    /// HTTP client (one connection pool, the root certificates loaded once) and one credential
+    /// provider per process, however many tables are opened. Left to itself delta-rs builds a
+    /// store per table handle, each with a fresh client, and on AWS resolves credentials
+    /// through the SDK's chain again for each. The local lake's store is rooted at the lake
+    /// directory, not at `/` as delta-rs needs: delta-rs builds its own there (no client).
     fn builder(&self, dir: &str) -> Result<DeltaTableBuilder, LakeError> {
-        DeltaTableBuilder::from_url(self.table_url(dir))
-            .map(|b| b.with_storage_options(self.options.clone()))
+        let url = self.table_url(dir);
+        let shared = self.root.scheme() != "file";
+        DeltaTableBuilder::from_url(url.clone())
+            .map(|b| {
+                let b = b.with_storage_options(self.options.clone());
+                if shared {
+                    b.with_storage_backend(self.store.clone(), url)
+                } else {
+                    b
+                }
+            })
             .map_err(|e| LakeError::delta(dir, e))
     }
 
@@ -221,9 +236,12 @@ impl Lake {
                 table: dir.to_string(),
                 source: e,
             })?;
+        let log_store = self
+            .builder(dir)?
+            .build_storage()
+            .map_err(|e| LakeError::delta(dir, e))?;
         let created = deltalake::operations::create::CreateBuilder::new()
-            .with_location(self.table_url(dir).to_string())
-            .with_storage_options(self.options.clone())
+            .with_log_store(log_store)
             .with_table_name(sql_table_name(dir))
             .with_columns(columns.fields().cloned())
             .with_partition_columns(partition_columns.iter().copied())
@@ -250,6 +268,17 @@ impl Lake {
 
     /// Every Delta table directly under the lake root.
     pub async fn list_tables(&self) -> Result<Vec<TableInfo>, LakeError> {
+        self.list_tables_where(|_| true).await
+    }
+
+    /// The Delta tables directly under the lake root whose directory name `keep` accepts:
+    /// one listing of the root, then one of each kept directory's `_delta_log` (sixteen at a
+    /// time: a lake of thousands of topics is not probed one round trip after another).
+    pub async fn list_tables_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<TableInfo>, LakeError> {
+        use futures::StreamExt as _;
         let store_err = |source| LakeError::Store {
             url: self.root.to_string(),
             source,
@@ -260,29 +289,33 @@ impl Lake {
             .list_with_delimiter(prefix)
             .await
             .map_err(store_err)?;
-        let mut tables = Vec::new();
-        for dir in listing.common_prefixes {
-            let Some(name) = dir.filename().map(str::to_string) else {
-                continue;
-            };
-            if name.starts_with('_') || name.starts_with('.') {
-                continue;
-            }
-            let log = dir.clone().join("_delta_log");
-            let has_log = self
-                .store
-                .list_with_delimiter(Some(&log))
-                .await
-                .map(|l| !l.objects.is_empty())
-                .unwrap_or(false);
-            if has_log {
-                tables.push(TableInfo {
+        let candidates: Vec<(String, Path)> = listing
+            .common_prefixes
+            .into_iter()
+            .filter_map(|dir| {
+                let name = dir.filename()?.to_string();
+                let hidden = name.starts_with('_') || name.starts_with('.');
+                (!hidden && keep(&name)).then(|| (name, dir.clone().join("_delta_log")))
+            })
+            .collect();
+        let mut tables: Vec<TableInfo> = futures::stream::iter(candidates)
+            .map(|(name, log)| async move {
+                let has_log = self
+                    .store
+                    .list_with_delimiter(Some(&log))
+                    .await
+                    .map(|l| !l.objects.is_empty())
+                    .unwrap_or(false);
+                has_log.then(|| TableInfo {
                     sql_name: sql_table_name(&name),
                     url: self.table_url(&name),
                     dir: name,
-                });
-            }
-        }
+                })
+            })
+            .buffer_unordered(16)
+            .filter_map(std::future::ready)
+            .collect()
+            .await;
         tables.sort_by(|a, b| a.dir.cmp(&b.dir));
         Ok(tables)
     }

@@ -191,3 +191,78 @@ def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_
     assert w.stop() == 0
     assert lake.scalar(f"SELECT count(DISTINCT (_kafka_partition, _kafka_offset)) FROM {table}") == sent
     assert lake.count(table) == sent
+
+
+def test_a_pass_over_many_tables_lists_each_table_once_and_leaves_each_merged(stack, tmp_path, workers):
+    """A lake of many topics: a pass works on several tables at once (their merges one at a
+    time) and leaves every one merged and exact. Vacuum lists a table with one flat listing
+    (1,000 keys a request), not delta-rs's default walk for multi-column partitioning (a
+    delimiter listing of the table, one per host, then one per host-day: ~31,000 requests a
+    pass for 1,000 hosts kept 30 days). `--table` probes that table only, not every table's
+    log."""
+    n_topics, hosts, waves = 6, 3, 3
+    run_id = uuid.uuid4().hex[:6]
+    topics = [f"many-{run_id}-{i}" for i in range(n_topics)]
+    for t in topics:
+        create_topic(stack, t, 1)
+    lake = Lake(stack, "s3", topics, tmp_path, ingest={"max_latency": "300ms"},
+                compactor={"grace": "1m", "min_files": 2, "table_concurrency": 4})
+    w = Worker(lake)
+    workers.append(w)
+    sent = 0
+    for wave in range(waves):
+        for t in topics:
+            produce(stack, t, [(0, b"k", log_record("2026-03-11T05:10:00Z", f"host-{h}", sent + h))
+                               for h in range(hosts)])
+        sent += hosts
+        for t in topics:
+            lake.wait_count(t.replace("-", "_"), sent, workers=[w])
+    assert w.stop() == 0
+
+    port = free_port()
+    requests = tmp_path / "requests.log"
+    proxy = subprocess.Popen([sys.executable, str(HERE / "s3_ignoring_proxy.py"), str(port),
+                              stack["LOGLAKE_S3_ENDPOINT"], "--count", str(requests)])
+    direct = lake.config.read_text()
+    try:
+        time.sleep(0.5)
+        lake.config.write_text(direct.replace(stack["LOGLAKE_S3_ENDPOINT"], f"http://127.0.0.1:{port}"))
+        out = lake.run("compact", timeout=300)
+        assert f"{n_topics} tables (0 failed): {n_topics * hosts} partitions merged" in out.stdout, out.stdout
+        pass_requests = requests.read_text().splitlines()
+        requests.write_text("")
+        out = lake.run("compact", "--table", topics[0], timeout=120)
+        assert "1 tables (0 failed)" in out.stdout, out.stdout
+        one_table_requests = requests.read_text().splitlines()
+    finally:
+        lake.config.write_text(direct)
+        proxy.kill()
+        proxy.wait()
+
+    root = urllib.parse.urlparse(lake.url).path.lstrip("/")
+
+    def listings(lines, topic):
+        """(prefix, delimiter?) of each LIST under the topic's table, its log excepted."""
+        out = []
+        for line in lines:
+            method, path = line.split(" ", 1)
+            query = urllib.parse.parse_qs(urllib.parse.urlparse(path).query)
+            prefix = query.get("prefix", [""])[0]
+            if method == "GET" and "list-type" in query and prefix.startswith(f"{root}/{topic}/") \
+                    and "/_delta_log/" not in prefix:
+                out.append((prefix, "delimiter" in query))
+        return out
+
+    for t in topics:
+        table_lists = listings(pass_requests, t)
+        assert table_lists == [(f"{root}/{t}/", False)], (t, table_lists)
+    others = [line for line in one_table_requests for t in topics[1:] if f"/{t}/" in urllib.parse.unquote(line)]
+    assert others == [], others[:5]
+
+    for t in topics:
+        table = t.replace("-", "_")
+        assert lake.count(table) == sent
+        assert lake.scalar(f"SELECT count(DISTINCT _kafka_offset) FROM {table}") == sent
+        adds = pa.table(DeltaTable(lake.table_uri(t), storage_options=lake.storage_options())
+                        .get_add_actions(flatten=True)).to_pydict()
+        assert sorted(adds["partition.host"]) == sorted(f"host-{h}" for h in range(hosts)), (t, adds["partition.host"])
