@@ -59,6 +59,11 @@ const ENV_OVERRIDES: &[(&str, &str, Kind)] = &[
         Kind::Str,
     ),
     ("LOGLAKE_S3_ALLOW_HTTP", "lake.s3.allow_http", Kind::Bool),
+    (
+        "LOGLAKE_S3_UNSIGNED_PAYLOAD",
+        "lake.s3.unsigned_payload",
+        Kind::Bool,
+    ),
     ("LOGLAKE_KAFKA_BROKERS", "kafka.brokers", Kind::Str),
     ("LOGLAKE_KAFKA_GROUP_ID", "kafka.group_id", Kind::Str),
     ("LOGLAKE_KAFKA_TOPICS", "kafka.topics", Kind::List),

@@ -340,6 +340,7 @@ fn s3_options(config: &LakeConfig) -> HashMap<String, String> {
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
         "AWS_ALLOW_HTTP",
+        "AWS_UNSIGNED_PAYLOAD",
     ] {
         if let Ok(v) = std::env::var(key) {
             options.insert(key.to_string(), v);
@@ -365,10 +366,20 @@ fn s3_options(config: &LakeConfig) -> HashMap<String, String> {
             s3.session_token.as_ref().map(|s| s.expose().to_string()),
         );
         set("AWS_ALLOW_HTTP", s3.allow_http.map(|b| b.to_string()));
+        set(
+            "AWS_UNSIGNED_PAYLOAD",
+            s3.unsigned_payload.map(|b| b.to_string()),
+        );
     }
     options
         .entry("AWS_REGION".into())
         .or_insert_with(|| "us-east-1".into());
+    let https = options
+        .get("AWS_ENDPOINT_URL")
+        .is_none_or(|e| e.to_ascii_lowercase().starts_with("https://"));
+    options
+        .entry("AWS_UNSIGNED_PAYLOAD".into())
+        .or_insert_with(|| https.to_string());
     if let Some(endpoint) = options.get("AWS_ENDPOINT_URL").cloned() {
         // object_store's own key for a custom endpoint.
         options.insert("AWS_ENDPOINT".into(), endpoint);
@@ -393,6 +404,30 @@ mod tests {
             .starts_with("file:///tmp/x"));
         assert!(parse_root("gs://b").unwrap_err().to_string().contains("gs"));
         assert!(parse_root("s3:///p").is_err());
+    }
+
+    #[test]
+    fn payloads_go_unsigned_over_https_only_unless_configured() {
+        let unsigned = |endpoint: &str, configured: Option<bool>| {
+            let config = LakeConfig {
+                url: "s3://b/p".into(),
+                s3: Some(crate::config::S3Config {
+                    endpoint: Some(endpoint.into()),
+                    unsigned_payload: configured,
+                    ..Default::default()
+                }),
+                single_writer: false,
+            };
+            s3_options(&config)["AWS_UNSIGNED_PAYLOAD"].clone()
+        };
+        assert_eq!(unsigned("https://s3.eu-west-1.amazonaws.com", None), "true");
+        assert_eq!(unsigned("HTTPS://minio.internal:9000", None), "true");
+        assert_eq!(unsigned("http://127.0.0.1:9000", None), "false");
+        assert_eq!(
+            unsigned("https://minio.internal:9000", Some(false)),
+            "false"
+        );
+        assert_eq!(unsigned("http://127.0.0.1:9000", Some(true)), "true");
     }
 
     #[tokio::test]
