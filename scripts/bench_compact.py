@@ -10,6 +10,10 @@ the same many small files. Then:
   is the fixed cost of a pass, so the merge's own rate is shown too;
 - the peer, delta-rs's own `optimize.compact()` (Python deltalake, same target size), runs on
   lake B in the same run;
+- a second peer, DuckDB, rewrites the same input files (downloaded from lake A before the
+  compaction, so it reads local files: the easier job) into one file per partition, sorted
+  by timestamp, zstd level 1, 128 Ki-row row groups: what decoding and re-encoding these
+  files costs in an engine built for it (its CPU counts the COPY statements only);
 - two typical queries (count per level over one host-day; a one-hour time range) are timed
   with `loglake query` on lake A before and after compaction (median of 3, wall time
   including the process start and the table open).
@@ -97,6 +101,38 @@ def run_measured(argv, tmp):
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out_path.read_text()
 
 
+DUCKDB_PEER = """
+import duckdb, json, os, resource, sys, time
+src, out = sys.argv[1], sys.argv[2]
+parts = sorted({os.path.dirname(os.path.join(d, f)) for d, _, fs in os.walk(src) for f in fs if f.endswith(".parquet")})
+con = duckdb.connect()
+t0 = time.process_time()
+for i, p in enumerate(parts):
+    con.execute(f"COPY (SELECT * FROM read_parquet('{p}/*.parquet') ORDER BY timestamp) TO '{out}/{i}.parquet' "
+                "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 131072)")
+print(json.dumps({"cpu_s": time.process_time() - t0, "partitions": len(parts),
+                  "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def download_live_files(name, topic, dest):
+    """Copies the table's live files to dest, partition directories kept; returns their bytes."""
+    from deltalake import DeltaTable
+    import pyarrow.fs as pafs
+    s3 = pafs.S3FileSystem(endpoint_override=S3, scheme="http", access_key="testing", secret_key="testing",
+                           region="us-east-1")
+    total = 0
+    for uri in DeltaTable(f"s3://loglake/{name}/{topic}", storage_options=STORAGE).file_uris():
+        rel = uri.split(f"/{topic}/", 1)[1]
+        local = Path(dest) / rel
+        local.parent.mkdir(parents=True, exist_ok=True)
+        with s3.open_input_stream(uri.removeprefix("s3://")) as f:
+            data = f.read()
+        local.write_bytes(data)
+        total += len(data)
+    return total
+
+
 def main():
     tmp = tempfile.mkdtemp(prefix="loglake-bench-compact-")
     topic = f"bench-compact-{uuid.uuid4().hex[:6]}"
@@ -135,6 +171,10 @@ def main():
     before = {"per_level_s": timed(cfg_a, per_level), "one_hour_s": timed(cfg_a, one_hour)}
     answers = (query(cfg_a, per_level), query(cfg_a, one_hour))
 
+    duck_in, duck_out = Path(tmp) / "duckdb-in", Path(tmp) / "duckdb-out"
+    duck_out.mkdir()
+    duck_bytes = download_live_files(a, topic, duck_in)
+
     wall, cpu, rss, _ = run_measured([BIN, "compact", "--config", str(cfg_a), "--log", "info"], tmp)
     shutil.copy(Path(tmp) / "measured.err", Path(tmp) / "compact.log")
     files_after, bytes_after = table_files(a, topic)
@@ -167,6 +207,19 @@ def main():
         "files_after": pa_files, "input_mb": round(pb_bytes / 1e6, 1), "output_mb": round(pa_bytes / 1e6, 1),
         "wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "mb_per_cpu_s": round(pb_bytes / 1e6 / cpu, 1),
         "peak_rss_mib": round(peer_rss), "note": "does not sort by timestamp; no txn fence",
+    })
+    print(json.dumps(results[-1]), flush=True)
+
+    wall, _, _, out = run_measured([sys.executable, "-c", DUCKDB_PEER, str(duck_in), str(duck_out)], tmp)
+    duck = json.loads(out)
+    out_files = list(duck_out.glob("*.parquet"))
+    results.append({
+        "system": "DuckDB COPY ... ORDER BY timestamp (peer, local)", "records": sent,
+        "files_before": files_before, "files_after": len(out_files), "input_mb": round(duck_bytes / 1e6, 1),
+        "output_mb": round(sum(f.stat().st_size for f in out_files) / 1e6, 1), "wall_s": round(wall, 2),
+        "cpu_s": round(duck["cpu_s"], 2), "mb_per_cpu_s": round(duck_bytes / 1e6 / duck["cpu_s"], 1),
+        "peak_rss_mib": round(duck["rss_mib"]),
+        "note": "reads local copies of lake A's files; CPU of the COPY statements only; no Delta commit",
     })
     print(json.dumps(results[-1]), flush=True)
     print()
