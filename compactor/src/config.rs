@@ -50,7 +50,8 @@ pub struct CompactorConfig {
     /// Tables a pass works on at once: loading logs, planning, checkpoints and vacuum
     /// listings are round trips to the store, and a lake of thousands of topics would spend
     /// its pass waiting on them one after another. Merges still run one at a time across
-    /// the pass, so memory and CPU are what one merge takes.
+    /// the pass; what the other tables hold meanwhile is their snapshot (the live file
+    /// list) and, during upkeep, a checkpoint being written or a vacuum's listing.
     pub table_concurrency: usize,
     /// `host:port` for `/metrics` and `/healthz` with `--interval`; "off" disables.
     pub metrics_listen: String,

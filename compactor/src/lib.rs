@@ -88,11 +88,26 @@ pub async fn run_pass(
             message: format!("no table {only:?} in the lake (tables: {all:?})"),
         });
     }
-    let merge_slot = &tokio::sync::Semaphore::new(1);
+    // Each table is a task of its own, so one table's merge (CPU) does not hold up the
+    // others' round trips; dropping the pass (SIGTERM) aborts them all.
+    let merge_slot = std::sync::Arc::new(tokio::sync::Semaphore::new(1));
     let mut outcomes = futures::stream::iter(&tables)
-        .map(|dir| async move {
-            let outcome = table::run_table(lake, dir, config, options, now, merge_slot).await;
-            (dir, outcome)
+        .map(|dir| {
+            let (lake, config, slot) = (lake.clone(), config.clone(), merge_slot.clone());
+            let task = tokio::spawn({
+                let dir = dir.clone();
+                async move { table::run_table(&lake, &dir, &config, options, now, &slot).await }
+            });
+            let task = tokio_util::task::AbortOnDropHandle::new(task);
+            async move {
+                let outcome = task.await.unwrap_or_else(|e| {
+                    Err(CompactError::Task {
+                        table: dir.clone(),
+                        reason: e.to_string(),
+                    })
+                });
+                (dir, outcome)
+            }
         })
         .buffered(config.table_concurrency);
     let mut report = PassReport::default();

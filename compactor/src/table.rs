@@ -162,6 +162,11 @@ pub async fn run_table(
     let bytes_total: u64 = merges.iter().map(|m| m.bytes).sum();
     let mut bytes_done = 0;
     for (n, merge) in merges.iter().enumerate() {
+        // One merge at a time across the pass, whatever the table concurrency.
+        let _merging = merge_slot
+            .acquire()
+            .await
+            .expect("the pass never closes it");
         if let Some(progress) = options.progress {
             progress(&Progress {
                 table: dir.to_string(),
@@ -172,11 +177,6 @@ pub async fn run_table(
             });
         }
         bytes_done += merge.bytes;
-        // One merge at a time across the pass, whatever the table concurrency.
-        let _merging = merge_slot
-            .acquire()
-            .await
-            .expect("the pass never closes it");
         match merge_one(&mut table, dir, merge, &views, config).await {
             Ok(done) => report.merged(merge, &done),
             Err(CompactError::Fenced { .. }) => {
@@ -257,32 +257,39 @@ async fn merge_one(
             .collect::<Vec<_>>(),
         ROW_GROUP_ROWS as u64,
     );
-    let opened: Vec<_> = futures::stream::iter(inputs.iter().zip(whole).map(|(view, whole)| {
-        let store = store.clone();
-        async move {
-            let read_err = |source| CompactError::Read {
-                table: dir.to_string(),
-                path: view.path().to_string(),
-                source,
-            };
-            let reader = Input::open(
-                store,
-                view.object_store_path(),
-                view.size().max(0) as u64,
-                whole,
-            )
-            .await
-            .map_err(read_err)?;
-            let fetched = reader.whole().cloned();
-            ParquetRecordBatchStreamBuilder::new(reader)
+    // The futures are collected first: a stream over the iterator's closure would not be
+    // `Send` (a higher-ranked lifetime), and each table's pass is a task of its own.
+    let opens: Vec<_> = inputs
+        .iter()
+        .zip(whole)
+        .map(|(view, whole)| {
+            let store = store.clone();
+            async move {
+                let read_err = |source| CompactError::Read {
+                    table: dir.to_string(),
+                    path: view.path().to_string(),
+                    source,
+                };
+                let reader = Input::open(
+                    store,
+                    view.object_store_path(),
+                    view.size().max(0) as u64,
+                    whole,
+                )
                 .await
-                .map(|b| (b.with_batch_size(INPUT_BATCH_ROWS), fetched))
-                .map_err(read_err)
-        }
-    }))
-    .buffered(OPEN_CONCURRENCY)
-    .collect()
-    .await;
+                .map_err(read_err)?;
+                let fetched = reader.whole().cloned();
+                ParquetRecordBatchStreamBuilder::new(reader)
+                    .await
+                    .map(|b| (b.with_batch_size(INPUT_BATCH_ROWS), fetched))
+                    .map_err(read_err)
+            }
+        })
+        .collect();
+    let opened: Vec<_> = futures::stream::iter(opens)
+        .buffered(OPEN_CONCURRENCY)
+        .collect()
+        .await;
     if opened.is_empty() {
         return Ok(MergeDone::default());
     }

@@ -107,7 +107,13 @@ impl Lake {
                     }
                 }
                 let store = builder.build().map_err(store_err)?;
-                let prefix = Path::from(root.path().trim_matches('/'));
+                // Decoded as delta-rs decodes a table URL's path: `s3://b/my%20lake` is the
+                // prefix `my lake` on both sides (`Path::from` would escape the `%` again).
+                let prefix =
+                    Path::from_url_path(root.path()).map_err(|e| LakeError::InvalidUrl {
+                        url: config.url.clone(),
+                        reason: e.to_string(),
+                    })?;
                 (Arc::new(store), prefix, options)
             };
         Ok(Self {
@@ -298,24 +304,31 @@ impl Lake {
                 (!hidden && keep(&name)).then(|| (name, dir.clone().join("_delta_log")))
             })
             .collect();
-        let mut tables: Vec<TableInfo> = futures::stream::iter(candidates)
+        // A directory whose log cannot be listed is an error, not "no table": a pass or a
+        // query must not skip a table because of one failed request.
+        let probed: Vec<Result<Option<TableInfo>, LakeError>> = futures::stream::iter(candidates)
             .map(|(name, log)| async move {
-                let has_log = self
-                    .store
-                    .list_with_delimiter(Some(&log))
-                    .await
-                    .map(|l| !l.objects.is_empty())
-                    .unwrap_or(false);
-                has_log.then(|| TableInfo {
+                let listing =
+                    self.store
+                        .list_with_delimiter(Some(&log))
+                        .await
+                        .map_err(|source| LakeError::Store {
+                            url: self.table_url(&name).to_string(),
+                            source,
+                        })?;
+                Ok((!listing.objects.is_empty()).then(|| TableInfo {
                     sql_name: sql_table_name(&name),
                     url: self.table_url(&name),
                     dir: name,
-                })
+                }))
             })
             .buffer_unordered(16)
-            .filter_map(std::future::ready)
             .collect()
             .await;
+        let mut tables = probed
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?;
         tables.sort_by(|a, b| a.dir.cmp(&b.dir));
         Ok(tables)
     }
@@ -374,9 +387,12 @@ fn s3_options(config: &LakeConfig) -> HashMap<String, String> {
     options
         .entry("AWS_REGION".into())
         .or_insert_with(|| "us-east-1".into());
-    let https = options
+    // The endpoint the store will use: ours, else object_store's own variable, else AWS.
+    let endpoint = options
         .get("AWS_ENDPOINT_URL")
-        .is_none_or(|e| e.to_ascii_lowercase().starts_with("https://"));
+        .cloned()
+        .or_else(|| std::env::var("AWS_ENDPOINT").ok());
+    let https = endpoint.is_none_or(|e| e.to_ascii_lowercase().starts_with("https://"));
     options
         .entry("AWS_UNSIGNED_PAYLOAD".into())
         .or_insert_with(|| https.to_string());
@@ -404,6 +420,24 @@ mod tests {
             .starts_with("file:///tmp/x"));
         assert!(parse_root("gs://b").unwrap_err().to_string().contains("gs"));
         assert!(parse_root("s3:///p").is_err());
+    }
+
+    #[tokio::test]
+    async fn an_escaped_prefix_is_the_key_prefix_delta_rs_uses() {
+        let config = LakeConfig {
+            url: "s3://b/my%20lake/logs".into(),
+            s3: Some(crate::config::S3Config {
+                endpoint: Some("http://127.0.0.1:9".into()),
+                allow_http: Some(true),
+                ..Default::default()
+            }),
+            single_writer: false,
+        };
+        let lake = Lake::connect(&config).await.unwrap();
+        assert_eq!(lake.path("app-logs").as_ref(), "my lake/logs/app-logs");
+        let url = lake.table_url("app-logs");
+        let theirs = Path::from_url_path(url.path()).unwrap();
+        assert_eq!(theirs.as_ref(), lake.path("app-logs").as_ref());
     }
 
     #[test]
