@@ -27,8 +27,6 @@ pub enum CompactError {
         #[source]
         source: arrow::error::ArrowError,
     },
-    #[error("table {table}: its task ended abnormally: {reason}")]
-    Task { table: String, reason: String },
     #[error("table {table}: another compactor committed since version {read_version}; re-planning on the next pass")]
     Fenced { table: String, read_version: u64 },
     #[error("{failed} of {tables} tables failed; first: {first}")]

@@ -258,7 +258,7 @@ async fn merge_one(
         ROW_GROUP_ROWS as u64,
     );
     // The futures are collected first: a stream over the iterator's closure would not be
-    // `Send` (a higher-ranked lifetime), and each table's pass is a task of its own.
+    // `Send` (a higher-ranked lifetime), and a pass's future may be spawned.
     let opens: Vec<_> = inputs
         .iter()
         .zip(whole)
