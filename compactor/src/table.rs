@@ -257,39 +257,32 @@ async fn merge_one(
             .collect::<Vec<_>>(),
         ROW_GROUP_ROWS as u64,
     );
-    // The futures are collected first: a stream over the iterator's closure would not be
-    // `Send` (a higher-ranked lifetime), and a pass's future may be spawned.
-    let opens: Vec<_> = inputs
-        .iter()
-        .zip(whole)
-        .map(|(view, whole)| {
-            let store = store.clone();
-            async move {
-                let read_err = |source| CompactError::Read {
-                    table: dir.to_string(),
-                    path: view.path().to_string(),
-                    source,
-                };
-                let reader = Input::open(
-                    store,
-                    view.object_store_path(),
-                    view.size().max(0) as u64,
-                    whole,
-                )
+    let opened: Vec<_> = futures::stream::iter(inputs.iter().zip(whole).map(|(view, whole)| {
+        let store = store.clone();
+        async move {
+            let read_err = |source| CompactError::Read {
+                table: dir.to_string(),
+                path: view.path().to_string(),
+                source,
+            };
+            let reader = Input::open(
+                store,
+                view.object_store_path(),
+                view.size().max(0) as u64,
+                whole,
+            )
+            .await
+            .map_err(read_err)?;
+            let fetched = reader.whole().cloned();
+            ParquetRecordBatchStreamBuilder::new(reader)
                 .await
-                .map_err(read_err)?;
-                let fetched = reader.whole().cloned();
-                ParquetRecordBatchStreamBuilder::new(reader)
-                    .await
-                    .map(|b| (b.with_batch_size(INPUT_BATCH_ROWS), fetched))
-                    .map_err(read_err)
-            }
-        })
-        .collect();
-    let opened: Vec<_> = futures::stream::iter(opens)
-        .buffered(OPEN_CONCURRENCY)
-        .collect()
-        .await;
+                .map(|b| (b.with_batch_size(INPUT_BATCH_ROWS), fetched))
+                .map_err(read_err)
+        }
+    }))
+    .buffered(OPEN_CONCURRENCY)
+    .collect()
+    .await;
     if opened.is_empty() {
         return Ok(MergeDone::default());
     }
