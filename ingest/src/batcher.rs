@@ -6,8 +6,9 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
+use loglake_lake::write::{sort_chunks, PartitionRows};
 use loglake_schemas::{
-    table_arrow_schema, Mapper, RejectedBuilder, RejectedRecord, Rejection, Row, RowBuilder,
+    file_arrow_schema, Mapper, RejectedBuilder, RejectedRecord, Rejection, Row, RowBuilder,
 };
 
 /// Offsets of one Kafka partition read since the last commit.
@@ -39,7 +40,8 @@ const PART_FLUSH_BYTES: usize = 1 << 30;
 /// What buffering a row did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pushed {
-    /// Bytes now held for the row's (host, date, hour).
+    /// Bytes now held for the row's (host, date, hour): its builder's buffers, room to grow
+    /// included.
     pub part_bytes: usize,
     /// The row went to [`OVERFLOW_HOST`].
     pub overflowed: bool,
@@ -54,13 +56,18 @@ struct PartBuffer {
     builder: RowBuilder,
     /// Finished, sorted data awaiting a successful commit (kept for retries).
     chunks: Vec<RecordBatch>,
-    bytes: usize,
+    /// Bytes of `chunks` (Arrow's memory size of their arrays).
+    chunks_held: usize,
+    /// What the partition held when last counted: `builder` ([`RowBuilder::held_bytes`]) and
+    /// `chunks`.
+    held: usize,
 }
 
 /// Everything a topic holds between two commits.
 #[derive(Debug)]
 pub struct TopicBuffer {
     mapper: Mapper,
+    /// The data files' columns (the table's, partition columns left out).
     schema: SchemaRef,
     /// By host, then by hour since the epoch (a host's records span few hours at a time),
     /// so routing a row allocates nothing and formats no dates.
@@ -85,7 +92,7 @@ impl TopicBuffer {
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
-            schema: table_arrow_schema(mapper.schema()),
+            schema: file_arrow_schema(mapper.schema()),
             mapper,
             parts: FastMap::default(),
             rejected: RejectedBuilder::default(),
@@ -142,8 +149,6 @@ impl TopicBuffer {
         if overflowed {
             row.reroute_host(OVERFLOW_HOST);
         }
-        let n = row.estimated_bytes();
-        self.bytes += n;
         let hours = match self.parts.get_mut(&*row.host) {
             Some(hours) => hours,
             None => self.parts.entry(row.host.to_string()).or_default(),
@@ -156,14 +161,14 @@ impl TopicBuffer {
                     self.mapper.schema(),
                     row.partition_values(),
                 );
-                self.bytes += builder.overhead_bytes();
                 self.open_parts += 1;
                 hours.push((
                     hour,
                     PartBuffer {
                         builder,
                         chunks: Vec::new(),
-                        bytes: 0,
+                        chunks_held: 0,
+                        held: 0,
                     },
                 ));
                 hours.len() - 1
@@ -171,12 +176,17 @@ impl TopicBuffer {
         };
         let part = &mut hours[at].1;
         part.builder.append(row);
-        part.bytes += n;
+        // What the buffers allocated, not what the row's values measure: a buffer that
+        // doubled holds its room too.
+        let held = part.builder.held_bytes() + part.chunks_held;
+        // `self.bytes` includes `part.held`.
+        self.bytes = self.bytes - part.held + held;
+        part.held = held;
         Pushed {
-            part_bytes: part.bytes,
+            part_bytes: held,
             overflowed,
             full: self.open_parts >= self.max_open_parts.saturating_mul(2)
-                || part.bytes >= self.part_flush_bytes,
+                || held >= self.part_flush_bytes,
         }
     }
 
@@ -215,21 +225,23 @@ impl TopicBuffer {
         self.rejected_partitions.keys().copied()
     }
 
-    /// One sorted batch per (host, date, hour), ready to write. The data stays buffered
-    /// until [`TopicBuffer::clear`], so a failed write can be retried.
-    pub fn data_batches(&mut self) -> Result<Vec<RecordBatch>, arrow::error::ArrowError> {
+    /// The rows of each (host, date, hour), sorted by event time, ready to write. The data
+    /// stays buffered until [`TopicBuffer::clear`], so a failed write can be retried.
+    pub fn data_batches(&mut self) -> Result<Vec<PartitionRows>, arrow::error::ArrowError> {
         let mut out = Vec::with_capacity(self.parts.len());
         for (_, part) in self.parts.values_mut().flatten() {
-            if !part.builder.is_empty() {
-                part.chunks.push(part.builder.finish()?);
-            }
-            if part.chunks.len() > 1 {
-                let merged = arrow::compute::concat_batches(&self.schema, &part.chunks)?;
-                part.chunks = vec![merged];
-            }
-            if let Some(batch) = part.chunks.first_mut() {
-                *batch = loglake_lake::write::sort_by(batch, "timestamp")?;
-                out.push(batch.clone());
+            part.chunks.extend(part.builder.finish()?);
+            sort_chunks(&mut part.chunks, "timestamp")?;
+            part.chunks_held = part.chunks.iter().map(|c| c.get_array_memory_size()).sum();
+            let held = part.builder.held_bytes() + part.chunks_held;
+            self.bytes = self.bytes - part.held + held;
+            part.held = held;
+            if part.chunks.iter().any(|c| c.num_rows() > 0) {
+                let (host, date, hour) = part.builder.partition().clone();
+                out.push(PartitionRows {
+                    values: vec![host, date, hour],
+                    batches: part.chunks.clone(),
+                });
             }
         }
         Ok(out)
@@ -287,6 +299,14 @@ mod tests {
             .unwrap()
     }
 
+    fn rows_of(parts: &[PartitionRows]) -> usize {
+        parts
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(RecordBatch::num_rows)
+            .sum()
+    }
+
     #[test]
     fn rows_group_by_partition_and_sort() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
@@ -304,14 +324,21 @@ mod tests {
             buf.push_row(&mut row(&mapper, i as i64, payload.as_bytes()));
             buf.note_offset(0, i as i64, Some(1), Some(i as i64));
         }
-        let batches = buf.data_batches().unwrap();
-        assert_eq!(batches.len(), 3, "a/03, a/05, b/03");
-        let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        assert_eq!(total, 4);
-        for b in &batches {
-            let ts = b.column_by_name("timestamp").unwrap();
-            let sorted = arrow::compute::sort(ts, None).unwrap();
-            assert_eq!(&sorted, ts);
+        let parts = buf.data_batches().unwrap();
+        let mut values: Vec<_> = parts.iter().map(|p| p.values.join("/")).collect();
+        values.sort();
+        assert_eq!(
+            values,
+            ["a/2026-01-02/03", "a/2026-01-02/05", "b/2026-01-02/03"]
+        );
+        assert_eq!(rows_of(&parts), 4);
+        for p in &parts {
+            for b in &p.batches {
+                assert!(b.column_by_name("host").is_none(), "the directory says it");
+                let ts = b.column_by_name("timestamp").unwrap();
+                let sorted = arrow::compute::sort(ts, None).unwrap();
+                assert_eq!(&sorted, ts);
+            }
         }
         assert_eq!(
             buf.progress()[&0],
@@ -323,14 +350,7 @@ mod tests {
             }
         );
         // A retry sees the same data.
-        assert_eq!(
-            buf.data_batches()
-                .unwrap()
-                .iter()
-                .map(RecordBatch::num_rows)
-                .sum::<usize>(),
-            4
-        );
+        assert_eq!(rows_of(&buf.data_batches().unwrap()), 4);
         buf.clear();
         assert!(buf.is_empty() && buf.bytes() == 0);
     }
@@ -352,15 +372,16 @@ mod tests {
         }
         assert_eq!(overflowed, 10_000 - 50);
         assert_eq!(buf.open_parts(), 51);
-        let batches = buf.data_batches().unwrap();
-        assert_eq!(batches.len(), 51, "a bounded number of files");
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-        assert_eq!(rows, 10_000, "nothing lost");
+        let parts = buf.data_batches().unwrap();
+        assert_eq!(parts.len(), 51, "a bounded number of files");
+        assert_eq!(rows_of(&parts), 10_000, "nothing lost");
         // The overflow rows keep their host.
-        let overflow = batches
+        let overflow = parts
             .iter()
-            .find(|b| b.num_rows() > 1)
+            .find(|p| p.values[0] == OVERFLOW_HOST)
             .expect("the overflow partition");
+        assert_eq!(overflow.batches.len(), 1);
+        let overflow = &overflow.batches[0];
         let attributes = overflow
             .column_by_name("attributes")
             .unwrap()
@@ -384,9 +405,10 @@ mod tests {
                 break;
             }
         }
-        // ~1 KiB rows: full at the 64th or so, not at the end.
+        // ~1 KiB rows: full once the buffers hold 64 KiB, room to grow included (a buffer
+        // that just doubled is half empty): between the 32nd row and the 64th, not at the end.
         let at = flushed_at.expect("the partition asks for a flush");
-        assert!((55..70).contains(&at), "{at}");
+        assert!((28..70).contains(&at), "{at}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use loglake_lake::commit::{commit_with_progress, refresh, TxnUpdate};
-use loglake_lake::write::{write_files, writer_properties};
+use loglake_lake::write::{write_files, write_partitions, writer_properties};
 use loglake_lake::{LakeError, REJECTED_SUFFIX};
 use loglake_schemas::{rejected_arrow_schema, REJECTED_PARTITION_COLUMNS};
 use rdkafka::consumer::{CommitMode, Consumer as _};
@@ -115,8 +115,12 @@ impl Worker {
 
         let state = self.topics.get_mut(topic).expect("checked above");
         let buffered = state.buffer.bytes();
-        let batches = state.buffer.data_batches().map_err(arrow_err)?;
-        let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let parts = state.buffer.data_batches().map_err(arrow_err)?;
+        let rows: usize = parts
+            .iter()
+            .flat_map(|p| &p.batches)
+            .map(|b| b.num_rows())
+            .sum();
         refresh(&mut state.table).await?;
         let partition = |p: i32| self.partitions.get(&(topic.to_string(), p));
         let mut txns: Vec<TxnUpdate> = progress
@@ -151,10 +155,10 @@ impl Worker {
             })
             .collect();
         txns.extend(event_times.iter().map(|(_, t)| t.clone()));
-        let adds = if batches.is_empty() {
+        let adds = if parts.is_empty() {
             Vec::new()
         } else {
-            write_files(&state.table, batches, writer_properties(Some(0)), max_file).await?
+            write_partitions(&state.table, parts, writer_properties(Some(0)), max_file).await?
         };
         let files = adds.len();
         let file_bytes: i64 = adds.iter().map(|a| a.size).sum();

@@ -92,6 +92,72 @@ fn uniform_partition(
     Some(values)
 }
 
+/// Sorts the rows of `chunks` (batches of one partition, in the order their rows arrived) by
+/// their column `column`: when each chunk is sorted and each starts where the one before
+/// ended (records of one host usually arrive in order), they are left as they are; otherwise
+/// they become one sorted batch.
+pub fn sort_chunks(
+    chunks: &mut Vec<RecordBatch>,
+    column: &str,
+) -> Result<(), arrow::error::ArrowError> {
+    let timestamps = |b: &RecordBatch| {
+        b.column_by_name(column)
+            .filter(|c| is_sorted(c.as_ref()))
+            .map(|c| {
+                c.as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .clone()
+            })
+    };
+    let mut end = i64::MIN;
+    let mut in_order = true;
+    for chunk in chunks.iter().filter(|c| c.num_rows() > 0) {
+        match timestamps(chunk) {
+            Some(ts) if ts[0] >= end => end = ts[ts.len() - 1],
+            _ => {
+                in_order = false;
+                break;
+            }
+        }
+    }
+    if in_order || chunks.is_empty() {
+        return Ok(());
+    }
+    let merged = arrow::compute::concat_batches(&chunks[0].schema(), chunks.iter())?;
+    *chunks = vec![sort_by(&merged, column)?];
+    Ok(())
+}
+
+/// The rows of one partition of a table: its values (one per partition column, in the
+/// table's order) and batches of the data file's columns (no partition columns).
+#[derive(Debug, Clone)]
+pub struct PartitionRows {
+    pub values: Vec<String>,
+    pub batches: Vec<RecordBatch>,
+}
+
+/// A writer for new data files of `table`, its partition columns, and the table's columns.
+fn writer_for(
+    table: &DeltaTable,
+    properties: WriterProperties,
+    target_file_size: u64,
+) -> Result<(RecordBatchWriter, Vec<String>, arrow::datatypes::SchemaRef), LakeError> {
+    let name = table.table_url().to_string();
+    let delta = |e| LakeError::delta(&name, e);
+    let partition_columns = table
+        .snapshot()
+        .map_err(delta)?
+        .metadata()
+        .partition_columns()
+        .to_vec();
+    let writer = RecordBatchWriter::for_table(table)
+        .map_err(delta)?
+        .with_writer_properties(properties)
+        .with_target_file_size(target_file_size);
+    let columns = crate::evolve::arrow_schema(table)?;
+    Ok((writer, partition_columns, columns))
+}
+
 /// Writes `batches` (partition columns included) as new data files of `table` and returns
 /// their Add actions, statistics included. Nothing is committed. A batch whose rows all
 /// share one partition goes straight to that partition's file; delta-rs splits any other
@@ -104,17 +170,7 @@ pub async fn write_files(
 ) -> Result<Vec<Add>, LakeError> {
     let name = table.table_url().to_string();
     let delta = |e| LakeError::delta(&name, e);
-    let partition_columns = table
-        .snapshot()
-        .map_err(delta)?
-        .metadata()
-        .partition_columns()
-        .to_vec();
-    let mut writer = RecordBatchWriter::for_table(table)
-        .map_err(delta)?
-        .with_writer_properties(properties)
-        .with_target_file_size(target_file_size);
-    let columns = crate::evolve::arrow_schema(table)?;
+    let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
     for batch in batches {
         // By name: the table may have gained columns this writer's schema file predates.
         let batch = crate::evolve::align(batch, &columns).map_err(|source| LakeError::Encode {
@@ -131,6 +187,72 @@ pub async fn write_files(
         .map_err(delta)?;
     }
     writer.flush().await.map_err(delta)
+}
+
+/// Arrow bytes written into open files after which [`write_partitions`] closes them (and
+/// their uploads start) before it encodes the next partition. An open file holds its row
+/// group's pages in memory, so with every partition's file open until the end, writing a
+/// buffer of twenty busy partitions took ~160 MiB on top of the buffer itself.
+const OPEN_INPUT_BYTES: usize = 32 << 20;
+
+/// Writes the rows of each partition in `parts` as new data files of `table` (a partition's
+/// batches go to the same file until it reaches `target_file_size`) and returns their Add
+/// actions, statistics included. Nothing is committed. The partition values are given, not
+/// read from constant columns, so no column of them is built or scanned. Files are closed
+/// once about [`OPEN_INPUT_BYTES`] of rows went into them, so the memory this takes beyond
+/// `parts` is bounded however many partitions there are.
+pub async fn write_partitions(
+    table: &DeltaTable,
+    parts: Vec<PartitionRows>,
+    properties: WriterProperties,
+    target_file_size: u64,
+) -> Result<Vec<Add>, LakeError> {
+    let name = table.table_url().to_string();
+    let delta = |e| LakeError::delta(&name, e);
+    let encode = |source| LakeError::Encode {
+        table: name.clone(),
+        source,
+    };
+    let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
+    let file_columns: arrow::datatypes::SchemaRef =
+        std::sync::Arc::new(arrow::datatypes::Schema::new(
+            columns
+                .fields()
+                .iter()
+                .filter(|f| !partition_columns.contains(f.name()))
+                .cloned()
+                .collect::<Vec<_>>(),
+        ));
+    let mut adds = Vec::new();
+    let mut open = 0;
+    for part in parts {
+        if open >= OPEN_INPUT_BYTES {
+            adds.extend(writer.flush().await.map_err(delta)?);
+            open = 0;
+        }
+        if part.values.len() != partition_columns.len() {
+            return Err(encode(arrow::error::ArrowError::SchemaError(format!(
+                "{} partition values for the partition columns {partition_columns:?}",
+                part.values.len()
+            ))));
+        }
+        let values: IndexMap<String, Scalar> = partition_columns
+            .iter()
+            .cloned()
+            .zip(part.values.into_iter().map(Scalar::String))
+            .collect();
+        for batch in part.batches {
+            open += batch.get_array_memory_size();
+            // By name: the table may have gained columns this writer's schema file predates.
+            let batch = crate::evolve::align(batch, &file_columns).map_err(encode)?;
+            writer
+                .write_partition(batch, &values, WriteMode::Default)
+                .await
+                .map_err(delta)?;
+        }
+    }
+    adds.extend(writer.flush().await.map_err(delta)?);
+    Ok(adds)
 }
 
 #[cfg(test)]
@@ -170,6 +292,50 @@ mod tests {
         assert_eq!(ts.values().to_vec(), vec![1, 2, 2, 5]);
         let n = out.column(1).as_primitive::<Int64Type>();
         assert_eq!(n.values().to_vec(), vec![1, 2, 3, 0], "rows move together");
+    }
+
+    #[test]
+    fn chunks_in_order_stay_and_others_become_one_sorted_batch() {
+        let timestamps = |chunks: &[RecordBatch]| -> Vec<Vec<i64>> {
+            chunks
+                .iter()
+                .map(|b| {
+                    b.column(0)
+                        .as_primitive::<TimestampMicrosecondType>()
+                        .values()
+                        .to_vec()
+                })
+                .collect()
+        };
+        let mut in_order = vec![
+            batch(vec![1, 2], vec!["a"; 2]),
+            batch(vec![2, 4], vec!["a"; 2]),
+            batch(vec![], vec![]),
+            batch(vec![7], vec!["a"]),
+        ];
+        sort_chunks(&mut in_order, "timestamp").unwrap();
+        assert_eq!(
+            timestamps(&in_order),
+            [vec![1, 2], vec![2, 4], vec![], vec![7]]
+        );
+
+        // Each sorted, but the second starts before the first ends.
+        let mut overlapping = vec![
+            batch(vec![1, 5], vec!["a"; 2]),
+            batch(vec![3, 9], vec!["a"; 2]),
+        ];
+        sort_chunks(&mut overlapping, "timestamp").unwrap();
+        assert_eq!(timestamps(&overlapping), [vec![1, 3, 5, 9]]);
+        let n = overlapping[0].column(1).as_primitive::<Int64Type>();
+        assert_eq!(n.values().to_vec(), vec![0, 0, 1, 1], "rows move together");
+
+        // One chunk out of order inside.
+        let mut unsorted = vec![
+            batch(vec![1, 2], vec!["a"; 2]),
+            batch(vec![8, 3], vec!["a"; 2]),
+        ];
+        sort_chunks(&mut unsorted, "timestamp").unwrap();
+        assert_eq!(timestamps(&unsorted), [vec![1, 2, 3, 8]]);
     }
 
     #[test]

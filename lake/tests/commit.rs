@@ -6,7 +6,7 @@ use std::sync::Arc;
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use loglake_lake::commit::{commit_with_progress, txn_version, TxnUpdate};
-use loglake_lake::write::{write_files, writer_properties};
+use loglake_lake::write::{write_files, write_partitions, writer_properties, PartitionRows};
 use loglake_lake::{Lake, LakeConfig, LakeError};
 
 fn schema() -> Arc<Schema> {
@@ -322,4 +322,71 @@ async fn all_txns_far_behind_the_table() {
     assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 70);
     foreign_commit(&mut t, &[txn(Some(70), 71)]).await;
     assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 71);
+}
+
+/// Rows of one host as the ingest worker hands them over: the file's columns only.
+fn file_batch(xs: std::ops::Range<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(xs))]).unwrap()
+}
+
+#[tokio::test]
+async fn partitions_are_written_from_their_values_in_bounded_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_lake, mut table) = new_table(dir.path()).await;
+    // Two partitions of over 32 MiB of rows each (the files are closed between them), and
+    // a small one in three chunks: one file each, every row in the partition it was given.
+    let big = 5_000_000;
+    let parts = vec![
+        PartitionRows {
+            values: vec!["a".into()],
+            batches: vec![file_batch(0..big)],
+        },
+        PartitionRows {
+            values: vec!["b".into()],
+            batches: vec![file_batch(big..2 * big)],
+        },
+        PartitionRows {
+            values: vec!["c".into()],
+            batches: vec![file_batch(0..3), file_batch(3..5), file_batch(5..9)],
+        },
+    ];
+    let adds = write_partitions(&table, parts, writer_properties(None), 1 << 30)
+        .await
+        .unwrap();
+    let mut files: Vec<(String, i64)> = adds
+        .iter()
+        .map(|a| {
+            let host = a.partition_values["host"].clone().unwrap();
+            let stats: serde_json::Value =
+                serde_json::from_str(a.stats.as_deref().unwrap()).unwrap();
+            (host, stats["numRecords"].as_i64().unwrap())
+        })
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [("a".into(), big), ("b".into(), big), ("c".into(), 9)]
+    );
+    assert!(adds.iter().all(|a| a.path.starts_with(&format!(
+        "host={}/",
+        a.partition_values["host"].as_deref().unwrap()
+    ))));
+    commit_with_progress(&mut table, adds, &[], Default::default())
+        .await
+        .unwrap();
+
+    // A partition value per partition column, or a clear error.
+    let wrong = vec![PartitionRows {
+        values: vec!["a".into(), "extra".into()],
+        batches: vec![file_batch(0..1)],
+    }];
+    let err = write_partitions(&table, wrong, writer_properties(None), 1 << 20)
+        .await
+        .unwrap_err();
+    let reason = std::error::Error::source(&err).map(ToString::to_string);
+    assert!(
+        reason.as_deref().is_some_and(|r| r.contains("2 partition values")),
+        "{err}: {reason:?}"
+    );
 }

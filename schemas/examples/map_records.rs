@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use loglake_schemas::{table_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema};
+use loglake_schemas::{file_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args()
@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     let topic_schema = TopicSchema::default();
     let mapper = Mapper::new(&topic_schema)?;
-    let schema = table_arrow_schema(&topic_schema);
+    let schema = file_arrow_schema(&topic_schema);
     let mut builders: HashMap<String, RowBuilder> = HashMap::new();
     let started = Instant::now();
     let (mut rows, mut bytes, mut batches) = (0usize, 0usize, 0usize);
@@ -45,12 +45,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             builder.append(&row);
             if builder.len() == 100_000 {
-                batches += usize::from(builder.finish()?.num_rows() > 0);
+                batches += builder.finish()?.len();
             }
         }
     }
     for builder in builders.values_mut() {
-        batches += usize::from(builder.finish()?.num_rows() > 0);
+        batches += builder.finish()?.len();
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(

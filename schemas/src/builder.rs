@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    RecordBatch, StringArray, StringBuilder, TimestampMicrosecondBuilder,
+    RecordBatch, RecordBatchOptions, StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::error::ArrowError;
@@ -68,6 +68,14 @@ pub fn rejected_arrow_schema() -> SchemaRef {
     ]))
 }
 
+/// The Arrow schema of a topic's data files: the table's columns without the partition
+/// columns, whose values are the file's directory (one value per file, not one per row).
+pub fn file_arrow_schema(schema: &TopicSchema) -> SchemaRef {
+    let table = table_arrow_schema(schema);
+    let fields: Vec<_> = table.fields()[..table.fields().len() - PARTITION_COLUMNS.len()].to_vec();
+    Arc::new(Schema::new(fields))
+}
+
 #[derive(Debug)]
 enum TypedBuilder {
     Str(StringBuilder),
@@ -84,22 +92,78 @@ const INITIAL_ROWS: usize = 8;
 /// Text bytes a new string column has room for.
 const INITIAL_TEXT: usize = 256;
 
-fn string_builder() -> StringBuilder {
-    StringBuilder::with_capacity(INITIAL_ROWS, INITIAL_TEXT)
+/// Row bytes ([`Row::estimated_bytes`]) after which a [`RowBuilder`] seals its columns into a
+/// chunk and goes on in buffers sized like the chunk's. A column's buffer thus doubles only
+/// up to a chunk (no copy of tens of megabytes into twice their room, no slack of that size),
+/// and a busy partition's later chunks are allocated once, at their size.
+pub const CHUNK_BYTES: usize = 4 << 20;
+
+/// Room for `n` values in a buffer sized like a sealed chunk: its size and an eighth.
+fn room(n: usize) -> usize {
+    n + n / 8
 }
 
-fn timestamp_builder() -> TimestampMicrosecondBuilder {
-    TimestampMicrosecondBuilder::with_capacity(INITIAL_ROWS).with_timezone("UTC")
+fn string_builder(rows: usize, text: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, text)
+}
+
+fn timestamp_builder(rows: usize) -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC")
+}
+
+/// Bytes a string builder has allocated.
+fn string_held(b: &StringBuilder) -> usize {
+    b.values_capacity() + b.offsets_capacity() * 4 + b.validity_capacity() / 8
+}
+
+/// A string builder with room for a chunk like the one `b` holds (`rows` rows).
+fn string_like(b: &StringBuilder, rows: usize) -> StringBuilder {
+    string_builder(room(rows), room(b.values_slice().len()))
 }
 
 impl TypedBuilder {
     fn new(t: ColumnType) -> Self {
+        let rows = INITIAL_ROWS;
         match t {
-            ColumnType::String => Self::Str(string_builder()),
-            ColumnType::Int64 => Self::Int(Int64Builder::with_capacity(INITIAL_ROWS)),
-            ColumnType::Float64 => Self::Float(Float64Builder::with_capacity(INITIAL_ROWS)),
-            ColumnType::Bool => Self::Bool(BooleanBuilder::with_capacity(INITIAL_ROWS)),
-            ColumnType::Timestamp => Self::Timestamp(timestamp_builder()),
+            ColumnType::String => Self::Str(string_builder(rows, INITIAL_TEXT)),
+            ColumnType::Int64 => Self::Int(Int64Builder::with_capacity(rows)),
+            ColumnType::Float64 => Self::Float(Float64Builder::with_capacity(rows)),
+            ColumnType::Bool => Self::Bool(BooleanBuilder::with_capacity(rows)),
+            ColumnType::Timestamp => Self::Timestamp(timestamp_builder(rows)),
+        }
+    }
+
+    /// An empty builder of this one's type, as small as a new one.
+    fn fresh(&self) -> Self {
+        let t = match self {
+            Self::Str(_) => ColumnType::String,
+            Self::Int(_) => ColumnType::Int64,
+            Self::Float(_) => ColumnType::Float64,
+            Self::Bool(_) => ColumnType::Bool,
+            Self::Timestamp(_) => ColumnType::Timestamp,
+        };
+        Self::new(t)
+    }
+
+    /// An empty builder with room for a chunk like this one's (`rows` rows).
+    fn like(&self, rows: usize) -> Self {
+        match self {
+            Self::Str(b) => Self::Str(string_like(b, rows)),
+            Self::Int(_) => Self::Int(Int64Builder::with_capacity(room(rows))),
+            Self::Float(_) => Self::Float(Float64Builder::with_capacity(room(rows))),
+            Self::Bool(_) => Self::Bool(BooleanBuilder::with_capacity(room(rows))),
+            Self::Timestamp(_) => Self::Timestamp(timestamp_builder(room(rows))),
+        }
+    }
+
+    fn held(&self) -> usize {
+        match self {
+            Self::Str(b) => string_held(b),
+            Self::Int(b) => b.capacity() * 8 + b.validity_capacity() / 8,
+            Self::Float(b) => b.capacity() * 8 + b.validity_capacity() / 8,
+            // Values and validity: a bit each per row.
+            Self::Bool(b) => b.capacity() / 4,
+            Self::Timestamp(b) => b.capacity() * 8 + b.validity_capacity() / 8,
         }
     }
 
@@ -129,11 +193,9 @@ impl TypedBuilder {
     }
 }
 
-/// Collects the rows of one partition (`host`, `date`, `hour`) into a record batch.
+/// One builder per column of a data file.
 #[derive(Debug)]
-pub struct RowBuilder {
-    schema: SchemaRef,
-    partition: (String, String, String),
+struct Columns {
     timestamp: TimestampMicrosecondBuilder,
     level: StringBuilder,
     message: StringBuilder,
@@ -142,63 +204,70 @@ pub struct RowBuilder {
     kafka_partition: Int32Builder,
     kafka_offset: Int64Builder,
     kafka_timestamp: TimestampMicrosecondBuilder,
-    len: usize,
 }
 
-impl RowBuilder {
-    /// `schema` must come from [`table_arrow_schema`] of `topic_schema`.
-    pub fn new(
-        schema: SchemaRef,
-        topic_schema: &TopicSchema,
-        partition: (String, String, String),
-    ) -> Self {
+impl Columns {
+    fn new(topic_schema: &TopicSchema) -> Self {
+        let typed = topic_schema
+            .columns
+            .iter()
+            .map(|c| TypedBuilder::new(c.column_type))
+            .collect();
+        Self::small(typed)
+    }
+
+    /// Empty builders as small as new ones.
+    fn fresh(&self) -> Self {
+        Self::small(self.typed.iter().map(TypedBuilder::fresh).collect())
+    }
+
+    fn small(typed: Vec<TypedBuilder>) -> Self {
+        let rows = INITIAL_ROWS;
         Self {
-            schema,
-            partition,
-            timestamp: timestamp_builder(),
-            level: string_builder(),
-            message: string_builder(),
-            typed: topic_schema
-                .columns
-                .iter()
-                .map(|c| TypedBuilder::new(c.column_type))
-                .collect(),
-            attributes: string_builder(),
-            kafka_partition: Int32Builder::with_capacity(INITIAL_ROWS),
-            kafka_offset: Int64Builder::with_capacity(INITIAL_ROWS),
-            kafka_timestamp: timestamp_builder(),
-            len: 0,
+            timestamp: timestamp_builder(rows),
+            level: string_builder(rows, INITIAL_TEXT),
+            message: string_builder(rows, INITIAL_TEXT),
+            typed,
+            attributes: string_builder(rows, INITIAL_TEXT),
+            kafka_partition: Int32Builder::with_capacity(rows),
+            kafka_offset: Int64Builder::with_capacity(rows),
+            kafka_timestamp: timestamp_builder(rows),
         }
     }
 
-    /// Bytes a builder holds before its first row (the struct, its initial buffers, and
-    /// the partition values), for the memory budget: rows are counted on their own.
-    pub fn overhead_bytes(&self) -> usize {
-        let text_columns = 3 + self.typed.len();
-        std::mem::size_of::<Self>()
-            + self.typed.len() * std::mem::size_of::<TypedBuilder>()
-            + text_columns * (INITIAL_TEXT + (INITIAL_ROWS + 1) * 4)
-            + 4 * INITIAL_ROWS * 8
-            + self.partition.0.len()
-            + self.partition.1.len()
-            + self.partition.2.len()
+    /// Empty builders with room for a chunk like the one these hold (`rows` rows).
+    fn like(&self, rows: usize) -> Self {
+        let fixed = room(rows);
+        Self {
+            timestamp: timestamp_builder(fixed),
+            level: string_like(&self.level, rows),
+            message: string_like(&self.message, rows),
+            typed: self.typed.iter().map(|t| t.like(rows)).collect(),
+            attributes: string_like(&self.attributes, rows),
+            kafka_partition: Int32Builder::with_capacity(fixed),
+            kafka_offset: Int64Builder::with_capacity(fixed),
+            kafka_timestamp: timestamp_builder(fixed),
+        }
     }
 
-    pub fn partition(&self) -> &(String, String, String) {
-        &self.partition
+    /// Bytes the buffers have allocated (what they hold and their room to grow).
+    fn held(&self) -> usize {
+        let validity = self.timestamp.validity_capacity()
+            + self.kafka_partition.validity_capacity()
+            + self.kafka_offset.validity_capacity()
+            + self.kafka_timestamp.validity_capacity();
+        self.timestamp.capacity() * 8
+            + string_held(&self.level)
+            + string_held(&self.message)
+            + self.typed.iter().map(TypedBuilder::held).sum::<usize>()
+            + string_held(&self.attributes)
+            + self.kafka_partition.capacity() * 4
+            + self.kafka_offset.capacity() * 8
+            + self.kafka_timestamp.capacity() * 8
+            + validity / 8
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Appends a row; the caller routes only rows of this builder's partition here.
-    pub fn append(&mut self, row: &Row) {
-        debug_assert_eq!(row.host, self.partition.0);
+    fn append(&mut self, row: &Row) {
         self.timestamp.append_value(row.timestamp_us);
         self.level.append_option(row.level.as_deref());
         self.message.append_option(row.message.as_deref());
@@ -209,13 +278,9 @@ impl RowBuilder {
         self.kafka_partition.append_value(row.kafka_partition);
         self.kafka_offset.append_value(row.kafka_offset);
         self.kafka_timestamp.append_option(row.kafka_timestamp_us);
-        self.len += 1;
     }
 
-    /// The rows appended since the last call, as one batch; the builder starts empty again.
-    pub fn finish(&mut self) -> Result<RecordBatch, ArrowError> {
-        let n = std::mem::take(&mut self.len);
-        let constant = |v: &str| -> ArrayRef { Arc::new(StringArray::from(vec![v; n])) };
+    fn finish(&mut self) -> Vec<ArrayRef> {
         let mut columns: Vec<ArrayRef> = vec![
             Arc::new(self.timestamp.finish()),
             Arc::new(self.level.finish()),
@@ -227,11 +292,117 @@ impl RowBuilder {
             Arc::new(self.kafka_partition.finish()),
             Arc::new(self.kafka_offset.finish()),
             Arc::new(self.kafka_timestamp.finish()),
-            constant(&self.partition.0),
-            constant(&self.partition.1),
-            constant(&self.partition.2),
         ]);
-        RecordBatch::try_new(self.schema.clone(), columns)
+        columns
+    }
+}
+
+/// Collects the rows of one partition (`host`, `date`, `hour`) into record batches of the
+/// data file's columns (the partition's values are [`RowBuilder::partition`], not columns),
+/// in chunks of about [`CHUNK_BYTES`].
+#[derive(Debug)]
+pub struct RowBuilder {
+    schema: SchemaRef,
+    partition: (String, String, String),
+    columns: Columns,
+    /// Rows in `columns`, and their [`Row::estimated_bytes`].
+    len: usize,
+    bytes: usize,
+    /// Chunks sealed since the last [`RowBuilder::finish`]: rows and columns.
+    sealed: Vec<(usize, Vec<ArrayRef>)>,
+    sealed_rows: usize,
+    sealed_held: usize,
+}
+
+impl RowBuilder {
+    /// `schema` must come from [`file_arrow_schema`] of `topic_schema`.
+    pub fn new(
+        schema: SchemaRef,
+        topic_schema: &TopicSchema,
+        partition: (String, String, String),
+    ) -> Self {
+        Self {
+            schema,
+            partition,
+            columns: Columns::new(topic_schema),
+            len: 0,
+            bytes: 0,
+            sealed: Vec::new(),
+            sealed_rows: 0,
+            sealed_held: 0,
+        }
+    }
+
+    /// Bytes this builder has allocated: the struct, the partition values, every buffer
+    /// with its room to grow, and the chunks it sealed. What the memory budget counts.
+    pub fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.columns.typed.len() * std::mem::size_of::<TypedBuilder>()
+            + self.partition.0.len()
+            + self.partition.1.len()
+            + self.partition.2.len()
+            + self.columns.held()
+            + self.sealed_held
+    }
+
+    pub fn partition(&self) -> &(String, String, String) {
+        &self.partition
+    }
+
+    /// Rows held (sealed chunks included).
+    pub fn len(&self) -> usize {
+        self.sealed_rows + self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a row; the caller routes only rows of this builder's partition here.
+    pub fn append(&mut self, row: &Row) {
+        debug_assert_eq!(row.host, self.partition.0);
+        self.columns.append(row);
+        self.len += 1;
+        self.bytes += row.estimated_bytes();
+        if self.bytes >= CHUNK_BYTES {
+            let next = self.columns.like(self.len);
+            self.seal(next);
+        }
+    }
+
+    /// Moves the rows in `columns` to a sealed chunk and goes on in `next`.
+    fn seal(&mut self, next: Columns) {
+        let mut full = std::mem::replace(&mut self.columns, next);
+        let rows = std::mem::take(&mut self.len);
+        self.bytes = 0;
+        let columns = full.finish();
+        self.sealed_held += columns
+            .iter()
+            .map(|c| c.get_array_memory_size())
+            .sum::<usize>();
+        self.sealed_rows += rows;
+        self.sealed.push((rows, columns));
+    }
+
+    /// The rows appended since the last call, as batches of the file's columns (one per
+    /// chunk, in the order appended); the builder starts empty again.
+    pub fn finish(&mut self) -> Result<Vec<RecordBatch>, ArrowError> {
+        if self.len > 0 {
+            let next = self.columns.fresh();
+            self.seal(next);
+        }
+        self.sealed_rows = 0;
+        self.sealed_held = 0;
+        std::mem::take(&mut self.sealed)
+            .into_iter()
+            .map(|(rows, columns)| {
+                RecordBatch::try_new_with_options(
+                    self.schema.clone(),
+                    columns,
+                    &RecordBatchOptions::new().with_row_count(Some(rows)),
+                )
+            })
+            .collect()
     }
 }
 
@@ -350,28 +521,106 @@ mod tests {
     use super::*;
     use crate::{Mapper, RawRecord};
 
-    #[test]
-    fn batch_matches_schema() {
-        let schema = TopicSchema::default();
-        let arrow_schema = table_arrow_schema(&schema);
-        let m = Mapper::new(&schema).unwrap();
-        let raw = RawRecord {
-            payload: Some(br#"{"ts":1767323045,"host":"h","msg":"m","x":1}"#),
+    fn raw(payload: &[u8], offset: i64) -> RawRecord<'_> {
+        RawRecord {
+            payload: Some(payload),
             key: None,
             partition: 1,
-            offset: 2,
+            offset,
             kafka_timestamp_ms: None,
             received_at_us: 0,
-        };
-        let row = m.map(&raw).unwrap();
-        let mut b = RowBuilder::new(arrow_schema, &schema, row.partition_values());
+        }
+    }
+
+    #[test]
+    fn batches_hold_the_file_columns_and_the_partition_is_the_builders() {
+        let schema = TopicSchema::default();
+        let m = Mapper::new(&schema).unwrap();
+        let payload = br#"{"ts":1767323045,"host":"h","msg":"m","x":1}"#;
+        let row = m.map(&raw(payload, 2)).unwrap();
+        let mut b = RowBuilder::new(file_arrow_schema(&schema), &schema, row.partition_values());
         b.append(&row);
         b.append(&row);
-        let batch = b.finish().unwrap();
-        assert_eq!(batch.num_rows(), 2);
+        assert_eq!(b.len(), 2);
+        let batches = b.finish().unwrap();
+        assert_eq!(batches.len(), 1);
+        assert_eq!(batches[0].num_rows(), 2);
         assert!(b.is_empty());
-        let host = batch.column_by_name("hour").unwrap();
-        assert_eq!(host.len(), 2);
+        assert!(batches[0].column_by_name("hour").is_none());
+        assert_eq!(b.partition().0, "h");
+        let table = table_arrow_schema(&schema);
+        let file = file_arrow_schema(&schema);
+        assert_eq!(
+            table.fields().len(),
+            file.fields().len() + PARTITION_COLUMNS.len()
+        );
+        assert!(b.finish().unwrap().is_empty(), "nothing appended since");
+    }
+
+    #[test]
+    fn a_busy_partition_is_held_in_chunks_of_bounded_room() {
+        let schema = TopicSchema::default();
+        let m = Mapper::new(&schema).unwrap();
+        let text = "x".repeat(1000);
+        let payloads: Vec<String> = (0..12_000)
+            .map(|i| {
+                format!(
+                    r#"{{"ts":{},"host":"h","msg":"{i} {text}"}}"#,
+                    1767323045 + i
+                )
+            })
+            .collect();
+        let first = m.map(&raw(payloads[0].as_bytes(), 0)).unwrap();
+        let mut b = RowBuilder::new(
+            file_arrow_schema(&schema),
+            &schema,
+            first.partition_values(),
+        );
+        let mut content = 0;
+        for (i, p) in payloads.iter().enumerate() {
+            let row = m.map(&raw(p.as_bytes(), i as i64)).unwrap();
+            content += row.estimated_bytes();
+            b.append(&row);
+            // Every buffer is counted, room to grow included, and that room stays a small
+            // part of what is held (no column doubled past a chunk).
+            if i > 1000 {
+                let held = b.held_bytes();
+                assert!(held >= content, "row {i}: held {held} < content {content}");
+                assert!(
+                    held <= content + content / 4 + CHUNK_BYTES,
+                    "row {i}: held {held}"
+                );
+            }
+        }
+        let batches = b.finish().unwrap();
+        assert!(batches.len() >= 3, "{} chunks", batches.len());
+        let rows: Vec<usize> = batches.iter().map(RecordBatch::num_rows).collect();
+        assert_eq!(rows.iter().sum::<usize>(), payloads.len());
+        let offsets: Vec<i64> = batches
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("_kafka_offset").unwrap();
+                c.as_any()
+                    .downcast_ref::<arrow::array::Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(
+            offsets,
+            (0..payloads.len() as i64).collect::<Vec<_>>(),
+            "in order"
+        );
+        assert_eq!(
+            b.held_bytes(),
+            RowBuilder::new(
+                file_arrow_schema(&schema),
+                &schema,
+                first.partition_values()
+            )
+            .held_bytes()
+        );
     }
 
     #[test]

@@ -34,8 +34,8 @@ mod timestamp;
 mod val;
 
 pub use builder::{
-    rejected_arrow_schema, table_arrow_schema, RejectedBuilder, RejectedRecord, RowBuilder,
-    PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS,
+    file_arrow_schema, rejected_arrow_schema, table_arrow_schema, RejectedBuilder, RejectedRecord,
+    RowBuilder, CHUNK_BYTES, PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS,
 };
 pub use mapper::{Mapper, RawRecord, Rejection, RejectionKind, Row, TypedValue};
 pub use model::{ColumnSpec, ColumnType, Format, SchemaError, SchemaSet, TopicSchema};
