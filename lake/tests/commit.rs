@@ -386,7 +386,9 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
         .unwrap_err();
     let reason = std::error::Error::source(&err).map(ToString::to_string);
     assert!(
-        reason.as_deref().is_some_and(|r| r.contains("2 partition values")),
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("2 partition values")),
         "{err}: {reason:?}"
     );
 }
