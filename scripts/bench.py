@@ -8,8 +8,10 @@ and stored bytes against raw bytes. Those runs feed uncompressed record batches;
 per producer codec in BENCH_CODECS (on the first lake kind) feeds the same records compressed,
 so its ingest CPU includes decompressing them (raw MB are still the uncompressed JSON bytes).
 A peer runs in the same pass on the same records: DuckDB converting the NDJSON to zstd Parquet
-(its `read_json_auto` + `COPY`), as a JSON -> Parquet baseline. Output: one JSON object per
-line, then a table.
+(its `read_json_auto` + `COPY`), as a JSON -> Parquet baseline. BENCH_HOSTS (default
+`1000,uuid`) adds a run per host shape on the first lake kind: 1,000 distinct hosts, and a
+topic keyed by UUIDs with no host field; the table shows each local run's data files per flush
+(commit). Output: one JSON object per line, then a table.
 """
 import json
 import os
@@ -29,6 +31,10 @@ REPEAT = int(os.environ.get("BENCH_REPEAT", "40"))
 # BENCH_KINDS=file runs only the local-directory lake.
 # BENCH_CODECS: producer codecs (feed.py --compression) measured in one extra run each on the
 # first of BENCH_KINDS; BENCH_CODECS= (empty) skips those runs.
+# BENCH_HOSTS: host shapes measured in one extra run each on the first of BENCH_KINDS
+# (uncompressed): N distinct hosts, or "uuid" (no host field, a new UUID key per record, so
+# every record would be its own partition); empty skips them.
+HOSTS = [h for h in os.environ.get("BENCH_HOSTS", "1000,uuid").split(",") if h]
 CODECS = [c for c in os.environ.get("BENCH_CODECS", "zstd,lz4").split(",") if c and c != "none"]
 if set(CODECS) - {"gzip", "snappy", "lz4", "zstd"}:
     sys.exit(f"BENCH_CODECS: unknown codec in {CODECS} (gzip, snappy, lz4, zstd)")
@@ -49,9 +55,9 @@ def proc_hwm_mib(pid):
     return 0.0
 
 
-def feed(topic, dump, codec):
+def feed(topic, dump, codec, hosts=None):
     src = ["loghub", LOGHUB, "--repeat", str(REPEAT)] if os.path.isdir(LOGHUB) else ["generate", "--count", str(16000 * REPEAT)]
-    opts = ["--dump", dump] if dump else []
+    opts = (["--dump", dump] if dump else []) + (["--hosts", hosts] if hosts else [])
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "feed.py"), "--brokers", BROKERS, "--topic", topic,
                           "--partitions", "4", "--compression", codec, *opts, src[0], *src[1:]],
                          check=True, capture_output=True, text=True)
@@ -69,7 +75,20 @@ def stored_bytes(kind, where):
     return total
 
 
-def run_ingest(kind, codec, topic, records, raw_bytes, tmp):
+def files_per_flush(where):
+    """Data files each commit of a local lake's data table added: (mean, max) over commits."""
+    counts = []
+    for log in Path(where).glob("*/_delta_log"):
+        if log.parent.name.endswith("__rejected"):
+            continue
+        for commit in sorted(log.glob("*.json")):
+            adds = sum(1 for line in commit.read_text().splitlines() if line.startswith('{"add"'))
+            if adds:
+                counts.append(adds)
+    return (round(sum(counts) / len(counts), 1), max(counts)) if counts else (0, 0)
+
+
+def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
     lake_id = uuid.uuid4().hex[:8]
     if kind == "file":
         url, where = f"file://{tmp}/lake-{lake_id}", f"{tmp}/lake-{lake_id}"
@@ -106,8 +125,11 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp):
     p.terminate()
     p.wait(60)
     stored = stored_bytes(kind, where)
+    shape = f", {hosts} hosts" if hosts and hosts != "uuid" else ", UUID keys as hosts" if hosts else ""
+    mean_files, max_files = files_per_flush(where) if kind == "file" else (None, None)
     return {
-        "system": f"loglake ingest ({kind} lake{'' if codec == 'none' else f', {codec} producer'})",
+        "system": f"loglake ingest ({kind} lake{'' if codec == 'none' else f', {codec} producer'}{shape})",
+        "files_per_flush_mean": mean_files, "files_per_flush_max": max_files,
         "compression": codec, "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
         "wall_s": round(wall, 2), "records_per_s": round(records / wall), "cpu_s": round(cpu, 2),
         "mb_per_cpu_s": round(raw_bytes / 1e6 / cpu, 1), "peak_rss_mib": round(hwm),
@@ -140,25 +162,28 @@ def main():
     results = []
     kinds = os.environ.get("BENCH_KINDS", "file,s3").split(",")
     # Uncompressed batches on every lake kind; each codec on the first kind, right after it.
-    runs = [(kind, "none") for kind in kinds]
-    runs[1:1] = [(kinds[0], codec) for codec in CODECS]
+    runs = [(kind, "none", None) for kind in kinds]
+    runs[1:1] = [(kinds[0], codec, None) for codec in CODECS] + [(kinds[0], "none", h) for h in HOSTS]
     dump = dumped = None
-    for kind, codec in runs:
+    for kind, codec, hosts in runs:
         topic = f"bench-{kind}-{codec}-{uuid.uuid4().hex[:6]}"
-        # Every run feeds the same records; the first one also writes them out for DuckDB.
-        fed = feed(topic, None if dump else str(Path(tmp) / f"{topic}.ndjson"), codec)
+        # Every run feeds the same records (but for their hosts); the first one also writes
+        # them out for DuckDB.
+        fed = feed(topic, None if dump else str(Path(tmp) / f"{topic}.ndjson"), codec, hosts)
         if not dump:
             dump, dumped = str(Path(tmp) / f"{topic}.ndjson"), fed
-        results.append(run_ingest(kind, codec, topic, fed["records"], fed["bytes"], tmp))
+        results.append(run_ingest(kind, codec, topic, fed["records"], fed["bytes"], tmp, hosts))
         print(json.dumps(results[-1]), flush=True)
     results.append(run_duckdb(dump, dumped["records"], dumped["bytes"], tmp))
     print(json.dumps(results[-1]), flush=True)
     peer = results[-1]["mb_per_cpu_s"]
     print()
-    print(f"{'system':48} {'rec/s':>9} {'MB/cpu-s':>9} {'vs peer':>8} {'RSS MiB':>8} {'stored %':>9}")
+    print(f"{'system':56} {'rec/s':>9} {'MB/cpu-s':>9} {'vs peer':>8} {'RSS MiB':>8} {'stored %':>9} {'files/flush':>12}")
     for r in results:
-        print(f"{r['system']:48} {r['records_per_s']:>9} {r['mb_per_cpu_s']:>9} {r['mb_per_cpu_s'] / peer:>7.2f}x "
-              f"{r['peak_rss_mib']:>8} {r['stored_pct_of_raw']:>8}%")
+        files = "" if r.get("files_per_flush_mean") is None else f"{r['files_per_flush_mean']} (max {r['files_per_flush_max']})"
+        print(f"{r['system']:56} {r['records_per_s']:>9} {r['mb_per_cpu_s']:>9} {r['mb_per_cpu_s'] / peer:>7.2f}x "
+              f"{r['peak_rss_mib']:>8} {r['stored_pct_of_raw']:>8}% {files:>12}")
+    print(f"(RSS limit: memory_budget + 128 = {BUDGET_MIB + 128} MiB)")
 
 
 if __name__ == "__main__":

@@ -179,6 +179,23 @@ def records_hdfs(count, base):
         yield from out
 
 
+def rehosted(records, hosts):
+    """JSON records with `hosts` distinct host names (host-0001, ...) instead of five, or with
+    `hosts` = "uuid": no host field and a new UUID as the key of every record, as a topic keyed
+    by request id sends them (the worker then takes the key as the host)."""
+    rng = random.Random(17)
+    n = None if hosts == "uuid" else int(hosts)
+    for rec in records:
+        if "raw" not in rec:
+            if n is None:
+                rec.pop("host", None)
+                rec["_key"] = "%08x-%04x-4%03x-%04x-%012x" % (rng.getrandbits(32), rng.getrandbits(16), rng.getrandbits(12),
+                                                          0x8000 | rng.getrandbits(14), rng.getrandbits(48))
+            else:
+                rec["host"] = "host-%04d" % rng.randrange(n)
+        yield rec
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--brokers", default=os.environ.get("LOGLAKE_KAFKA_BROKERS"))
@@ -191,6 +208,8 @@ def main():
     ap.add_argument("--dump", help="also write every payload, one per line, to this file")
     ap.add_argument("--compression", choices=["none", "gzip", "snappy", "lz4", "zstd"], default="none",
                     help="producer codec for the record batches (librdkafka compression.type)")
+    ap.add_argument("--hosts", help="JSON records: N distinct hosts instead of five, or 'uuid': no host "
+                                     "field and a new UUID key per record")
     ap.add_argument("source", choices=["loghub", "generate", "generate-hdfs", "lines"])
     ap.add_argument("dir", nargs="?")
     a = ap.parse_args()
@@ -211,16 +230,21 @@ def main():
         records = records_hdfs(a.count, base)
     else:
         records = records_generated(a.count, base, a.span)
+    if a.hosts:
+        if a.hosts != "uuid" and not a.hosts.isdigit():
+            sys.exit(f"feed.py: --hosts {a.hosts!r}: a number of hosts, or uuid")
+        records = rehosted(records, a.hosts)
     p = Producer({"bootstrap.servers": a.brokers, "linger.ms": 20, "batch.size": 1000000,
                   "compression.type": a.compression, "queue.buffering.max.messages": 500000})
     sent = nbytes = 0
     dump = open(a.dump, "wb") if a.dump else None
     t0 = time.time()
     for rec in records:
+        key = rec.pop("_key", None) or rec["host"]
         value = rec["raw"] if "raw" in rec else json.dumps(rec, separators=(",", ":")).encode()
         while True:
             try:
-                p.produce(a.topic, key=rec["host"].encode(), value=value)
+                p.produce(a.topic, key=key.encode(), value=value)
                 break
             except BufferError:
                 p.poll(0.1)

@@ -376,6 +376,26 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
         .await
         .unwrap();
 
+    // Many small partitions (a topic keyed by request ids): written in rounds of open
+    // files, one file each, nothing lost.
+    let hosts: Vec<String> = (0..150).map(|i| format!("req-{i:03}")).collect();
+    let parts = hosts
+        .iter()
+        .map(|h| PartitionRows {
+            values: vec![h.clone()],
+            batches: vec![file_batch(0..2)],
+        })
+        .collect();
+    let adds = write_partitions(&table, parts, writer_properties(None), 1 << 20)
+        .await
+        .unwrap();
+    let mut written: Vec<String> = adds
+        .iter()
+        .map(|a| a.partition_values["host"].clone().unwrap())
+        .collect();
+    written.sort();
+    assert_eq!(written, hosts);
+
     // A partition value per partition column, or a clear error.
     let wrong = vec![PartitionRows {
         values: vec!["a".into(), "extra".into()],
