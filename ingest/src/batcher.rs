@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use loglake_lake::write::{sort_chunks, PartitionRows};
+use loglake_lake::write::{sorted_order, PartitionRows};
 use loglake_schemas::{
     file_arrow_schema, Mapper, RejectedBuilder, RejectedRecord, Rejection, Row, RowBuilder,
 };
@@ -225,13 +225,13 @@ impl TopicBuffer {
         self.rejected_partitions.keys().copied()
     }
 
-    /// The rows of each (host, date, hour), sorted by event time, ready to write. The data
+    /// The rows of each (host, date, hour), with the order that sorts them by event time
+    /// unless they are in it, ready to write. The data
     /// stays buffered until [`TopicBuffer::clear`], so a failed write can be retried.
     pub fn data_batches(&mut self) -> Result<Vec<PartitionRows>, arrow::error::ArrowError> {
         let mut out = Vec::with_capacity(self.parts.len());
         for (_, part) in self.parts.values_mut().flatten() {
             part.chunks.extend(part.builder.finish()?);
-            sort_chunks(&mut part.chunks, "timestamp")?;
             part.chunks_held = part.chunks.iter().map(|c| c.get_array_memory_size()).sum();
             let held = part.builder.held_bytes() + part.chunks_held;
             self.bytes = self.bytes - part.held + held;
@@ -240,6 +240,7 @@ impl TopicBuffer {
                 let (host, date, hour) = part.builder.partition().clone();
                 out.push(PartitionRows {
                     values: vec![host, date, hour],
+                    order: sorted_order(&part.chunks, "timestamp")?,
                     batches: part.chunks.clone(),
                 });
             }
@@ -333,13 +334,19 @@ mod tests {
         );
         assert_eq!(rows_of(&parts), 4);
         for p in &parts {
-            for b in &p.batches {
-                assert!(b.column_by_name("host").is_none(), "the directory says it");
-                let ts = b.column_by_name("timestamp").unwrap();
-                let sorted = arrow::compute::sort(ts, None).unwrap();
-                assert_eq!(&sorted, ts);
-            }
+            assert!(p.batches.iter().all(|b| b.column_by_name("host").is_none()));
+            let batches: Vec<&RecordBatch> = p.batches.iter().collect();
+            let written = match &p.order {
+                Some(order) => arrow::compute::interleave_record_batch(&batches, order).unwrap(),
+                None => arrow::compute::concat_batches(&p.batches[0].schema(), batches).unwrap(),
+            };
+            let ts = written.column_by_name("timestamp").unwrap();
+            let sorted = arrow::compute::sort(ts, None).unwrap();
+            assert_eq!(&sorted, ts);
         }
+        // Only a/03 got an older row after a newer one.
+        let ordered: Vec<bool> = parts.iter().map(|p| p.order.is_some()).collect();
+        assert_eq!(ordered.iter().filter(|o| **o).count(), 1);
         assert_eq!(
             buf.progress()[&0],
             Progress {

@@ -92,48 +92,73 @@ fn uniform_partition(
     Some(values)
 }
 
-/// Sorts the rows of `chunks` (batches of one partition, in the order their rows arrived) by
-/// their column `column`: when each chunk is sorted and each starts where the one before
-/// ended (records of one host usually arrive in order), they are left as they are; otherwise
-/// they become one sorted batch.
-pub fn sort_chunks(
-    chunks: &mut Vec<RecordBatch>,
+/// The order to write the rows of `chunks` (batches of one partition, in the order their
+/// rows arrived) in, sorted by their column `column`, as (chunk, row) pairs; `None` when
+/// they are in that order already: each chunk sorted and each starting where the one before
+/// ended (records of one host usually arrive in order), or when a chunk lacks the column.
+/// Only the sort keys are copied to find the order; [`write_partitions`] then gathers the
+/// rows slice by slice, so no sorted copy of the whole partition is ever held.
+pub fn sorted_order(
+    chunks: &[RecordBatch],
     column: &str,
-) -> Result<(), arrow::error::ArrowError> {
-    let timestamps = |b: &RecordBatch| {
-        b.column_by_name(column)
-            .filter(|c| is_sorted(c.as_ref()))
-            .map(|c| {
-                c.as_primitive::<TimestampMicrosecondType>()
-                    .values()
-                    .clone()
-            })
+) -> Result<Option<Vec<(usize, usize)>>, arrow::error::ArrowError> {
+    let Some(keys) = chunks
+        .iter()
+        .map(|c| c.column_by_name(column).map(AsRef::as_ref))
+        .collect::<Option<Vec<&dyn Array>>>()
+    else {
+        return Ok(None);
     };
     let mut end = i64::MIN;
-    let mut in_order = true;
-    for chunk in chunks.iter().filter(|c| c.num_rows() > 0) {
-        match timestamps(chunk) {
-            Some(ts) if ts[0] >= end => end = ts[ts.len() - 1],
-            _ => {
-                in_order = false;
-                break;
-            }
-        }
+    let in_order = keys.iter().filter(|k| !k.is_empty()).all(|k| {
+        let sorted = is_sorted(*k);
+        let ts = k.as_primitive::<TimestampMicrosecondType>().values();
+        let next = sorted && ts[0] >= end;
+        end = ts[ts.len() - 1];
+        next
+    });
+    if in_order {
+        return Ok(None);
     }
-    if in_order || chunks.is_empty() {
-        return Ok(());
-    }
-    let merged = arrow::compute::concat_batches(&chunks[0].schema(), chunks.iter())?;
-    *chunks = vec![sort_by(&merged, column)?];
-    Ok(())
+    let order = sort_to_indices(
+        &arrow::compute::concat(&keys)?,
+        Some(SortOptions::default()),
+        None,
+    )?;
+    let starts: Vec<usize> = chunks
+        .iter()
+        .scan(0, |start, c| {
+            let here = *start;
+            *start += c.num_rows();
+            Some(here)
+        })
+        .collect();
+    Ok(Some(
+        order
+            .values()
+            .iter()
+            .map(|&i| {
+                let i = i as usize;
+                // The last chunk starting at or before row i holds it (empty ones share
+                // their start with the next).
+                let chunk = starts.partition_point(|&s| s <= i) - 1;
+                (chunk, i - starts[chunk])
+            })
+            .collect(),
+    ))
 }
 
+/// Rows gathered at a time when a partition is written in an order of its own.
+const GATHER_ROWS: usize = 8 * 1024;
+
 /// The rows of one partition of a table: its values (one per partition column, in the
-/// table's order) and batches of the data file's columns (no partition columns).
+/// table's order), batches of the data file's columns (no partition columns), and the order
+/// to write their rows in when it is not theirs ([`sorted_order`]).
 #[derive(Debug, Clone)]
 pub struct PartitionRows {
     pub values: Vec<String>,
     pub batches: Vec<RecordBatch>,
+    pub order: Option<Vec<(usize, usize)>>,
 }
 
 /// A writer for new data files of `table`, its partition columns, and the table's columns.
@@ -247,7 +272,21 @@ pub async fn write_partitions(
             .cloned()
             .zip(part.values.into_iter().map(Scalar::String))
             .collect();
-        for batch in part.batches {
+        // In an order of its own, the partition is gathered GATHER_ROWS rows at a time, each
+        // slice encoded before the next is made.
+        let batches: Vec<&RecordBatch> = part.batches.iter().collect();
+        let slices = part
+            .order
+            .as_ref()
+            .map_or(batches.len(), |o| o.len().div_ceil(GATHER_ROWS));
+        for k in 0..slices {
+            let batch = match &part.order {
+                None => batches[k].clone(),
+                Some(order) => {
+                    let rows = &order[k * GATHER_ROWS..order.len().min((k + 1) * GATHER_ROWS)];
+                    arrow::compute::interleave_record_batch(&batches, rows).map_err(encode)?
+                }
+            };
             open += batch.get_array_memory_size();
             // By name: the table may have gained columns this writer's schema file predates.
             let batch = crate::evolve::align(batch, &file_columns).map_err(encode)?;
@@ -301,47 +340,44 @@ mod tests {
     }
 
     #[test]
-    fn chunks_in_order_stay_and_others_become_one_sorted_batch() {
-        let timestamps = |chunks: &[RecordBatch]| -> Vec<Vec<i64>> {
-            chunks
-                .iter()
-                .map(|b| {
-                    b.column(0)
-                        .as_primitive::<TimestampMicrosecondType>()
-                        .values()
-                        .to_vec()
-                })
-                .collect()
+    fn chunks_in_order_keep_it_and_others_get_the_sorting_order() {
+        let written = |chunks: &[RecordBatch]| -> (Vec<i64>, Vec<i64>) {
+            let refs: Vec<&RecordBatch> = chunks.iter().collect();
+            let b = match sorted_order(chunks, "timestamp").unwrap() {
+                Some(order) => arrow::compute::interleave_record_batch(&refs, &order).unwrap(),
+                None => arrow::compute::concat_batches(&chunks[0].schema(), refs).unwrap(),
+            };
+            let ts = b.column(0).as_primitive::<TimestampMicrosecondType>();
+            let n = b.column(1).as_primitive::<Int64Type>();
+            (ts.values().to_vec(), n.values().to_vec())
         };
-        let mut in_order = vec![
+        let in_order = vec![
             batch(vec![1, 2], vec!["a"; 2]),
             batch(vec![2, 4], vec!["a"; 2]),
             batch(vec![], vec![]),
             batch(vec![7], vec!["a"]),
         ];
-        sort_chunks(&mut in_order, "timestamp").unwrap();
-        assert_eq!(
-            timestamps(&in_order),
-            [vec![1, 2], vec![2, 4], vec![], vec![7]]
-        );
+        assert_eq!(sorted_order(&in_order, "timestamp").unwrap(), None);
+        assert_eq!(sorted_order(&in_order, "no such column").unwrap(), None);
 
-        // Each sorted, but the second starts before the first ends.
-        let mut overlapping = vec![
+        // Each sorted, but the third starts before the first ends (an empty one between).
+        let overlapping = vec![
             batch(vec![1, 5], vec!["a"; 2]),
+            batch(vec![], vec![]),
             batch(vec![3, 9], vec!["a"; 2]),
         ];
-        sort_chunks(&mut overlapping, "timestamp").unwrap();
-        assert_eq!(timestamps(&overlapping), [vec![1, 3, 5, 9]]);
-        let n = overlapping[0].column(1).as_primitive::<Int64Type>();
-        assert_eq!(n.values().to_vec(), vec![0, 0, 1, 1], "rows move together");
+        assert_eq!(
+            sorted_order(&overlapping, "timestamp").unwrap(),
+            Some(vec![(0, 0), (2, 0), (0, 1), (2, 1)])
+        );
+        assert_eq!(written(&overlapping), (vec![1, 3, 5, 9], vec![0, 0, 1, 1]));
 
-        // One chunk out of order inside.
-        let mut unsorted = vec![
+        // One chunk out of order inside; rows move together.
+        let unsorted = vec![
             batch(vec![1, 2], vec!["a"; 2]),
             batch(vec![8, 3], vec!["a"; 2]),
         ];
-        sort_chunks(&mut unsorted, "timestamp").unwrap();
-        assert_eq!(timestamps(&unsorted), [vec![1, 2, 3, 8]]);
+        assert_eq!(written(&unsorted), (vec![1, 2, 3, 8], vec![0, 1, 1, 0]));
     }
 
     #[test]

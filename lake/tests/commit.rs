@@ -330,6 +330,11 @@ fn file_batch(xs: std::ops::Range<i64>) -> RecordBatch {
     RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(xs))]).unwrap()
 }
 
+fn file_batch_of(xs: Vec<i64>) -> RecordBatch {
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(xs))]).unwrap()
+}
+
 #[tokio::test]
 async fn partitions_are_written_from_their_values_in_bounded_rounds() {
     let dir = tempfile::tempdir().unwrap();
@@ -341,14 +346,17 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
         PartitionRows {
             values: vec!["a".into()],
             batches: vec![file_batch(0..big)],
+            order: None,
         },
         PartitionRows {
             values: vec!["b".into()],
             batches: vec![file_batch(big..2 * big)],
+            order: None,
         },
         PartitionRows {
             values: vec!["c".into()],
             batches: vec![file_batch(0..3), file_batch(3..5), file_batch(5..9)],
+            order: None,
         },
     ];
     let adds = write_partitions(&table, parts, writer_properties(None), 1 << 30)
@@ -384,6 +392,7 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
         .map(|h| PartitionRows {
             values: vec![h.clone()],
             batches: vec![file_batch(0..2)],
+            order: None,
         })
         .collect();
     let adds = write_partitions(&table, parts, writer_properties(None), 1 << 20)
@@ -396,10 +405,43 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
     written.sort();
     assert_eq!(written, hosts);
 
+    // Rows in an order of their own (two interleaved runs, over several gathered slices):
+    // the file holds every row once, in that order.
+    let (odd, even): (Vec<i64>, Vec<i64>) = (0..30_000).partition(|x| x % 2 == 1);
+    let runs = vec![file_batch_of(even.clone()), file_batch_of(odd.clone())];
+    let order = (0..30_000usize).map(|x| (x % 2, x / 2)).collect();
+    let adds = write_partitions(
+        &table,
+        vec![PartitionRows {
+            values: vec!["sorted".into()],
+            batches: runs,
+            order: Some(order),
+        }],
+        writer_properties(None),
+        1 << 30,
+    )
+    .await
+    .unwrap();
+    assert_eq!(adds.len(), 1);
+    let file = std::fs::File::open(dir.path().join("t").join(&adds[0].path)).unwrap();
+    let rows: Vec<i64> =
+        parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+            .flat_map(|b| {
+                let b = b.unwrap();
+                let x = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                x.values().to_vec()
+            })
+            .collect();
+    assert_eq!(rows, (0..30_000).collect::<Vec<i64>>());
+
     // A partition value per partition column, or a clear error.
     let wrong = vec![PartitionRows {
         values: vec!["a".into(), "extra".into()],
         batches: vec![file_batch(0..1)],
+        order: None,
     }];
     let err = write_partitions(&table, wrong, writer_properties(None), 1 << 20)
         .await

@@ -122,10 +122,10 @@ fn string_like(b: &StringBuilder, rows: usize) -> StringBuilder {
 }
 
 impl TypedBuilder {
-    fn new(t: ColumnType) -> Self {
-        let rows = INITIAL_ROWS;
+    /// A builder with room for `rows` rows (and `text` bytes, for a string column).
+    fn new(t: ColumnType, rows: usize, text: usize) -> Self {
         match t {
-            ColumnType::String => Self::Str(string_builder(rows, INITIAL_TEXT)),
+            ColumnType::String => Self::Str(string_builder(rows, text)),
             ColumnType::Int64 => Self::Int(Int64Builder::with_capacity(rows)),
             ColumnType::Float64 => Self::Float(Float64Builder::with_capacity(rows)),
             ColumnType::Bool => Self::Bool(BooleanBuilder::with_capacity(rows)),
@@ -133,8 +133,8 @@ impl TypedBuilder {
         }
     }
 
-    /// An empty builder of this one's type, as small as a new one.
-    fn fresh(&self) -> Self {
+    /// An empty builder of this one's type that has allocated (next to) nothing.
+    fn unallocated(&self) -> Self {
         let t = match self {
             Self::Str(_) => ColumnType::String,
             Self::Int(_) => ColumnType::Int64,
@@ -142,7 +142,7 @@ impl TypedBuilder {
             Self::Bool(_) => ColumnType::Bool,
             Self::Timestamp(_) => ColumnType::Timestamp,
         };
-        Self::new(t)
+        Self::new(t, 0, 0)
     }
 
     /// An empty builder with room for a chunk like this one's (`rows` rows).
@@ -211,24 +211,28 @@ impl Columns {
         let typed = topic_schema
             .columns
             .iter()
-            .map(|c| TypedBuilder::new(c.column_type))
+            .map(|c| TypedBuilder::new(c.column_type, INITIAL_ROWS, INITIAL_TEXT))
             .collect();
-        Self::small(typed)
+        Self::sized(typed, INITIAL_ROWS, INITIAL_TEXT)
     }
 
-    /// Empty builders as small as new ones.
-    fn fresh(&self) -> Self {
-        Self::small(self.typed.iter().map(TypedBuilder::fresh).collect())
+    /// Empty builders that have allocated (next to) nothing: what a partition keeps once
+    /// its rows were handed over to be written (it is usually dropped next).
+    fn unallocated(&self) -> Self {
+        Self::sized(
+            self.typed.iter().map(TypedBuilder::unallocated).collect(),
+            0,
+            0,
+        )
     }
 
-    fn small(typed: Vec<TypedBuilder>) -> Self {
-        let rows = INITIAL_ROWS;
+    fn sized(typed: Vec<TypedBuilder>, rows: usize, text: usize) -> Self {
         Self {
             timestamp: timestamp_builder(rows),
-            level: string_builder(rows, INITIAL_TEXT),
-            message: string_builder(rows, INITIAL_TEXT),
+            level: string_builder(rows, text),
+            message: string_builder(rows, text),
             typed,
-            attributes: string_builder(rows, INITIAL_TEXT),
+            attributes: string_builder(rows, text),
             kafka_partition: Int32Builder::with_capacity(rows),
             kafka_offset: Int64Builder::with_capacity(rows),
             kafka_timestamp: timestamp_builder(rows),
@@ -388,7 +392,7 @@ impl RowBuilder {
     /// chunk, in the order appended); the builder starts empty again.
     pub fn finish(&mut self) -> Result<Vec<RecordBatch>, ArrowError> {
         if self.len > 0 {
-            let next = self.columns.fresh();
+            let next = self.columns.unallocated();
             self.seal(next);
         }
         self.sealed_rows = 0;
@@ -612,14 +616,15 @@ mod tests {
             (0..payloads.len() as i64).collect::<Vec<_>>(),
             "in order"
         );
-        assert_eq!(
-            b.held_bytes(),
-            RowBuilder::new(
-                file_arrow_schema(&schema),
-                &schema,
-                first.partition_values()
-            )
-            .held_bytes()
+        let fresh = RowBuilder::new(
+            file_arrow_schema(&schema),
+            &schema,
+            first.partition_values(),
+        );
+        assert!(
+            b.held_bytes() <= fresh.held_bytes(),
+            "handed over, the buffers are let go: {}",
+            b.held_bytes()
         );
     }
 
