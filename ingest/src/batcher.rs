@@ -9,6 +9,7 @@ use arrow::datatypes::SchemaRef;
 use loglake_lake::write::{sorted_order, PartitionRows};
 use loglake_schemas::{
     file_arrow_schema, Mapper, RejectedBuilder, RejectedRecord, Rejection, Row, RowBuilder,
+    PARTITION_COLUMNS,
 };
 
 /// Offsets of one Kafka partition read since the last commit.
@@ -239,7 +240,11 @@ impl TopicBuffer {
             if part.chunks.iter().any(|c| c.num_rows() > 0) {
                 let (host, date, hour) = part.builder.partition().clone();
                 out.push(PartitionRows {
-                    values: vec![host, date, hour],
+                    values: PARTITION_COLUMNS
+                        .iter()
+                        .map(|c| c.to_string())
+                        .zip([host, date, hour])
+                        .collect(),
                     order: sorted_order(&part.chunks, "timestamp")?,
                     batches: part.chunks.clone(),
                 });
@@ -326,7 +331,16 @@ mod tests {
             buf.note_offset(0, i as i64, Some(1), Some(i as i64));
         }
         let parts = buf.data_batches().unwrap();
-        let mut values: Vec<_> = parts.iter().map(|p| p.values.join("/")).collect();
+        let mut values: Vec<_> = parts
+            .iter()
+            .map(|p| {
+                p.values
+                    .iter()
+                    .map(|(_, v)| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect();
         values.sort();
         assert_eq!(
             values,
@@ -385,7 +399,7 @@ mod tests {
         // The overflow rows keep their host.
         let overflow = parts
             .iter()
-            .find(|p| p.values[0] == OVERFLOW_HOST)
+            .find(|p| p.values[0] == ("host".to_string(), OVERFLOW_HOST.to_string()))
             .expect("the overflow partition");
         assert_eq!(overflow.batches.len(), 1);
         let overflow = &overflow.batches[0];

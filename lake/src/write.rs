@@ -151,12 +151,12 @@ pub fn sorted_order(
 /// Rows gathered at a time when a partition is written in an order of its own.
 const GATHER_ROWS: usize = 8 * 1024;
 
-/// The rows of one partition of a table: its values (one per partition column, in the
-/// table's order), batches of the data file's columns (no partition columns), and the order
-/// to write their rows in when it is not theirs ([`sorted_order`]).
+/// The rows of one partition of a table: its values (partition column name, value; one for
+/// each of the table's partition columns), batches of the data file's columns (no partition
+/// columns), and the order to write their rows in when it is not theirs ([`sorted_order`]).
 #[derive(Debug, Clone)]
 pub struct PartitionRows {
-    pub values: Vec<String>,
+    pub values: Vec<(String, String)>,
     pub batches: Vec<RecordBatch>,
     pub order: Option<Vec<(usize, usize)>>,
 }
@@ -261,17 +261,22 @@ pub async fn write_partitions(
             (open, open_files) = (0, 0);
         }
         open_files += 1;
-        if part.values.len() != partition_columns.len() {
-            return Err(encode(arrow::error::ArrowError::SchemaError(format!(
-                "{} partition values for the partition columns {partition_columns:?}",
-                part.values.len()
-            ))));
-        }
+        // By name, in the table's order: the table says which columns partition it.
         let values: IndexMap<String, Scalar> = partition_columns
             .iter()
-            .cloned()
-            .zip(part.values.into_iter().map(Scalar::String))
-            .collect();
+            .map(|column| {
+                let value = part.values.iter().find(|(name, _)| name == column);
+                value.map(|(_, v)| (column.clone(), Scalar::String(v.clone())))
+            })
+            .collect::<Option<_>>()
+            .filter(|_| part.values.len() == partition_columns.len())
+            .ok_or_else(|| {
+                let given: Vec<&str> = part.values.iter().map(|(n, _)| n.as_str()).collect();
+                encode(arrow::error::ArrowError::SchemaError(format!(
+                    "partition values for {given:?}, but the table is partitioned by \
+                     {partition_columns:?}"
+                )))
+            })?;
         // In an order of its own, the partition is gathered GATHER_ROWS rows at a time, each
         // slice encoded before the next is made.
         let batches: Vec<&RecordBatch> = part.batches.iter().collect();
