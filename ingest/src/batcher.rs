@@ -79,6 +79,8 @@ pub struct TopicBuffer {
     rejected_partitions: BTreeMap<i32, i64>,
     oldest: Option<Instant>,
     bytes: usize,
+    /// The part of `bytes` that quarantined records added.
+    rejected_bytes: usize,
     /// (host, hour) partitions open now, and how many distinct ones a flush may hold.
     open_parts: usize,
     max_open_parts: usize,
@@ -102,6 +104,7 @@ impl TopicBuffer {
             rejected_partitions: BTreeMap::new(),
             oldest: None,
             bytes: 0,
+            rejected_bytes: 0,
         }
     }
 
@@ -200,7 +203,9 @@ impl TopicBuffer {
     pub fn push_rejected(&mut self, record: &RejectedRecord<'_>, rejection: &Rejection) {
         let before = self.rejected.estimated_bytes();
         self.rejected.append(record, rejection);
-        self.bytes += self.rejected.estimated_bytes() - before;
+        let added = self.rejected.estimated_bytes() - before;
+        self.bytes += added;
+        self.rejected_bytes += added;
         let last = self
             .rejected_partitions
             .entry(record.partition)
@@ -263,14 +268,10 @@ impl TopicBuffer {
     /// The quarantined records were committed: forget them, keep the rows.
     pub fn clear_rejected(&mut self) -> usize {
         let n: usize = self.rejected_chunks.iter().map(RecordBatch::num_rows).sum();
-        let bytes: usize = self
-            .rejected_chunks
-            .iter()
-            .map(|b| b.get_array_memory_size())
-            .sum();
         self.rejected_chunks.clear();
         self.rejected_partitions.clear();
-        self.bytes = self.bytes.saturating_sub(bytes.min(self.bytes));
+        // Exactly what they added: `bytes` keeps every partition's `held` in it.
+        self.bytes -= std::mem::take(&mut self.rejected_bytes);
         n
     }
 
@@ -284,6 +285,7 @@ impl TopicBuffer {
         self.progress.clear();
         self.oldest = None;
         self.bytes = 0;
+        self.rejected_bytes = 0;
     }
 }
 
@@ -430,6 +432,47 @@ mod tests {
         // that just doubled is half empty): between the 32nd row and the 64th, not at the end.
         let at = flushed_at.expect("the partition asks for a flush");
         assert!((28..70).contains(&at), "{at}");
+    }
+
+    #[test]
+    fn quarantined_records_leave_the_budget_exactly_as_they_came() {
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        for i in 0..3 {
+            buf.push_row(&mut row(&mapper, i, br#"{"host":"a","ts":1767323047}"#));
+        }
+        let rows_only = buf.bytes();
+        let rejection = Rejection {
+            kind: loglake_schemas::RejectionKind::MalformedJson,
+            detail: "at 1".into(),
+        };
+        let record = RejectedRecord {
+            topic: "t",
+            partition: 0,
+            offset: 3,
+            kafka_timestamp_ms: Some(0),
+            key: None,
+            payload: Some(b"{"),
+            received_at_us: 5,
+        };
+        buf.push_rejected(&record, &rejection);
+        assert!(buf.bytes() > rows_only);
+        // The quarantine commit went through, the data write is next (and may be retried).
+        assert_eq!(buf.rejected_batches().unwrap()[0].num_rows(), 1);
+        assert_eq!(buf.clear_rejected(), 1);
+        assert_eq!(buf.bytes(), rows_only);
+        // Handed over, the rows are counted as the arrays they became (Arrow's own size of
+        // them), the same on a retry; nothing wraps below zero.
+        assert_eq!(rows_of(&buf.data_batches().unwrap()), 3);
+        let held = buf.bytes();
+        assert!(
+            held > 0 && held < 4 * rows_only,
+            "{held} against {rows_only}"
+        );
+        assert_eq!(rows_of(&buf.data_batches().unwrap()), 3);
+        assert_eq!(buf.bytes(), held);
+        buf.clear();
+        assert_eq!(buf.bytes(), 0);
     }
 
     #[test]

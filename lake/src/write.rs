@@ -111,10 +111,11 @@ pub fn sorted_order(
     };
     let mut end = i64::MIN;
     let in_order = keys.iter().filter(|k| !k.is_empty()).all(|k| {
-        let sorted = is_sorted(*k);
-        let ts = k.as_primitive::<TimestampMicrosecondType>().values();
-        let next = sorted && ts[0] >= end;
-        end = ts[ts.len() - 1];
+        let Some(ts) = k.as_primitive_opt::<TimestampMicrosecondType>() else {
+            return false; // another type: sorted below by its own order
+        };
+        let next = is_sorted(*k) && ts.value(0) >= end;
+        end = ts.value(ts.len() - 1);
         next
     });
     if in_order {

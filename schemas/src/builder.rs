@@ -113,7 +113,7 @@ fn timestamp_builder(rows: usize) -> TimestampMicrosecondBuilder {
 
 /// Bytes a string builder has allocated.
 fn string_held(b: &StringBuilder) -> usize {
-    b.values_capacity() + b.offsets_capacity() * 4 + b.validity_capacity() / 8
+    b.values_capacity() + b.offsets_capacity() * 4 + b.validity_capacity()
 }
 
 /// A string builder with room for a chunk like the one `b` holds (`rows` rows).
@@ -159,11 +159,11 @@ impl TypedBuilder {
     fn held(&self) -> usize {
         match self {
             Self::Str(b) => string_held(b),
-            Self::Int(b) => b.capacity() * 8 + b.validity_capacity() / 8,
-            Self::Float(b) => b.capacity() * 8 + b.validity_capacity() / 8,
+            Self::Int(b) => b.capacity() * 8 + b.validity_capacity(),
+            Self::Float(b) => b.capacity() * 8 + b.validity_capacity(),
             // Values and validity: a bit each per row.
             Self::Bool(b) => b.capacity() / 4,
-            Self::Timestamp(b) => b.capacity() * 8 + b.validity_capacity() / 8,
+            Self::Timestamp(b) => b.capacity() * 8 + b.validity_capacity(),
         }
     }
 
@@ -268,7 +268,7 @@ impl Columns {
             + self.kafka_partition.capacity() * 4
             + self.kafka_offset.capacity() * 8
             + self.kafka_timestamp.capacity() * 8
-            + validity / 8
+            + validity
     }
 
     fn append(&mut self, row: &Row) {
@@ -395,18 +395,22 @@ impl RowBuilder {
             let next = self.columns.unallocated();
             self.seal(next);
         }
-        self.sealed_rows = 0;
-        self.sealed_held = 0;
-        std::mem::take(&mut self.sealed)
-            .into_iter()
+        let batches = self
+            .sealed
+            .iter()
             .map(|(rows, columns)| {
                 RecordBatch::try_new_with_options(
                     self.schema.clone(),
-                    columns,
-                    &RecordBatchOptions::new().with_row_count(Some(rows)),
+                    columns.clone(),
+                    &RecordBatchOptions::new().with_row_count(Some(*rows)),
                 )
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        // Only once every batch is made: an error leaves the rows where they were.
+        self.sealed.clear();
+        self.sealed_rows = 0;
+        self.sealed_held = 0;
+        Ok(batches)
     }
 }
 
