@@ -29,14 +29,17 @@ mod builder;
 mod fields;
 mod mapper;
 mod model;
+mod rejected;
 mod scan;
 mod timestamp;
 mod val;
 
 pub use builder::{
-    file_arrow_schema, rejected_arrow_schema, table_arrow_schema, RejectedBuilder, RejectedRecord,
-    RowBuilder, CHUNK_BYTES, PARTITION_COLUMNS, REJECTED_PARTITION_COLUMNS,
+    file_arrow_schema, table_arrow_schema, RowBuilder, CHUNK_BYTES, PARTITION_COLUMNS,
 };
 pub use mapper::{Mapper, RawRecord, Rejection, RejectionKind, Row, TypedValue};
 pub use model::{ColumnSpec, ColumnType, Format, SchemaError, SchemaSet, TopicSchema};
+pub use rejected::{
+    rejected_arrow_schema, RejectedBuilder, RejectedRecord, REJECTED_PARTITION_COLUMNS,
+};
 pub use timestamp::{format_partition, TimestampFormat};
