@@ -39,6 +39,9 @@ CODECS = [c for c in os.environ.get("BENCH_CODECS", "zstd,lz4").split(",") if c 
 if set(CODECS) - {"gzip", "snappy", "lz4", "zstd"}:
     sys.exit(f"BENCH_CODECS: unknown codec in {CODECS} (gzip, snappy, lz4, zstd)")
 BUDGET_MIB = int(os.environ.get("BENCH_BUDGET_MIB", "256"))
+# Extra librdkafka settings for the ingest runs ("key=value,key=value"): to compare tunings.
+KAFKA_OPTIONS = "".join(f'"{k.strip()}" = "{v.strip()}"\n' for k, v in
+                        (kv.split("=", 1) for kv in os.environ.get("BENCH_KAFKA_OPTIONS", "").split(",") if kv))
 LOGHUB = os.environ.get("LOGHUB_DIR", str(ROOT.parent / "shared" / "loghub"))
 CLK = os.sysconf("SC_CLK_TCK")
 
@@ -98,7 +101,7 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
         s3 = f'[lake.s3]\nendpoint = "{S3}"\nregion = "us-east-1"\naccess_key_id = "testing"\nsecret_access_key = "testing"\nallow_http = true\n'
     cfg = Path(tmp) / f"bench-{lake_id}.toml"
     cfg.write_text(f'[lake]\nurl = "{url}"\n{s3}[kafka]\nbrokers = "{BROKERS}"\ngroup_id = "bench-{lake_id}"\n'
-                   f'topics = ["{topic}"]\n[kafka.options]\n"session.timeout.ms" = "6000"\n'
+                   f'topics = ["{topic}"]\n[kafka.options]\n"session.timeout.ms" = "6000"\n{KAFKA_OPTIONS}'
                    f'[ingest]\nmax_latency = "5s"\nmemory_budget = "{BUDGET_MIB}MiB"\nmetrics_listen = "off"\n'
                    f'schemas_dir = "{tmp}/no-schemas"\n')
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}

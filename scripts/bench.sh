@@ -2,7 +2,8 @@
 # End-to-end ingest benchmark (not a test). BENCH_REPEAT=N passes over the loghub samples
 # (default 40, ~0.7M records, ~250 MB of JSON); BENCH_BUDGET_MIB sets ingest.memory_budget;
 # BENCH_KINDS=file|s3|file,s3 (default) picks the lakes; BENCH_CODECS (default zstd,lz4) adds
-# one run per producer codec on the first lake kind, empty skips them.
+# one run per producer codec on the first lake kind, empty skips them; BENCH_KAFKA_OPTIONS
+# ("key=value,key=value") adds librdkafka settings to every ingest run, to compare tunings.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
 build_loglake
