@@ -51,11 +51,25 @@ def proc_cpu(pid):
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
-def proc_hwm_mib(pid):
+def proc_status_mib(pid, field):
+    """A memory figure of /proc/PID/status (VmRSS: now, VmHWM: the peak), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def proc_hwm_mib(pid):
+    return proc_status_mib(pid, "VmHWM")
+
+
+def ingest_config(url, s3, group, topic, tmp):
+    """The benchmark's ingest worker: one topic, `max_latency` 5s, BENCH_BUDGET_MIB, no schema
+    files, BENCH_KAFKA_OPTIONS."""
+    return (f'[lake]\nurl = "{url}"\n{s3}[kafka]\nbrokers = "{BROKERS}"\ngroup_id = "{group}"\n'
+            f'topics = ["{topic}"]\n[kafka.options]\n"session.timeout.ms" = "6000"\n{KAFKA_OPTIONS}'
+            f'[ingest]\nmax_latency = "5s"\nmemory_budget = "{BUDGET_MIB}MiB"\nmetrics_listen = "off"\n'
+            f'schemas_dir = "{tmp}/no-schemas"\n')
 
 
 def feed(topic, dump, codec, hosts=None):
@@ -100,10 +114,7 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
         url, where = f"s3://loglake/bench-{lake_id}", f"bench-{lake_id}/"
         s3 = f'[lake.s3]\nendpoint = "{S3}"\nregion = "us-east-1"\naccess_key_id = "testing"\nsecret_access_key = "testing"\nallow_http = true\n'
     cfg = Path(tmp) / f"bench-{lake_id}.toml"
-    cfg.write_text(f'[lake]\nurl = "{url}"\n{s3}[kafka]\nbrokers = "{BROKERS}"\ngroup_id = "bench-{lake_id}"\n'
-                   f'topics = ["{topic}"]\n[kafka.options]\n"session.timeout.ms" = "6000"\n{KAFKA_OPTIONS}'
-                   f'[ingest]\nmax_latency = "5s"\nmemory_budget = "{BUDGET_MIB}MiB"\nmetrics_listen = "off"\n'
-                   f'schemas_dir = "{tmp}/no-schemas"\n')
+    cfg.write_text(ingest_config(url, s3, f"bench-{lake_id}", topic, tmp))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
     log = open(Path(tmp) / f"ingest-{lake_id}.log", "w")
     t0 = time.time()

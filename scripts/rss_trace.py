@@ -3,8 +3,8 @@
 
 Feeds the loghub records (BENCH_REPEAT passes; RSS_HOSTS: empty for the samples' own hosts,
 a number of hosts, or `uuid` for a topic keyed by UUIDs with no host field) to a new topic,
-runs one `loglake ingest` worker on a local lake (`memory_budget` BENCH_BUDGET_MIB, default
-256 MiB; max_latency 5s) for RSS_SECS seconds, and prints a line whenever RSS moved by 15 MiB
+runs one `loglake ingest` worker on a local lake, configured as the benchmark's are
+(`bench.ingest_config`), for RSS_SECS seconds, and prints a line whenever RSS moved by 15 MiB
 and one per commit (rows, files). Shows where a worker's memory goes between and during
 flushes, e.g. that it grows with the files its tables hold (ARCHITECTURE.md, memory).
 """
@@ -21,13 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench  # noqa: E402  (the feeding and the config shape are the benchmark's)
 
 
-def rss_mib(pid):
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) // 1024
-    return 0
-
-
 def main():
     hosts = os.environ.get("RSS_HOSTS") or None
     secs = float(os.environ.get("RSS_SECS", "60"))
@@ -36,11 +29,7 @@ def main():
     fed = bench.feed(topic, None, "none", hosts)
     print(f"fed {fed['records']} records, {fed['bytes'] / 1e6:.1f} MB to {topic}", flush=True)
     cfg = Path(tmp) / "rss.toml"
-    cfg.write_text(f'[lake]\nurl = "file://{tmp}/lake"\n[kafka]\nbrokers = "{bench.BROKERS}"\n'
-                   f'group_id = "rss-{topic}"\ntopics = ["{topic}"]\n[kafka.options]\n'
-                   f'"session.timeout.ms" = "6000"\n{bench.KAFKA_OPTIONS}[ingest]\nmax_latency = "5s"\n'
-                   f'memory_budget = "{bench.BUDGET_MIB}MiB"\nmetrics_listen = "off"\n'
-                   f'schemas_dir = "{tmp}/no-schemas"\n')
+    cfg.write_text(bench.ingest_config(f"file://{tmp}/lake", "", f"rss-{topic}", topic, tmp))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
     t0 = time.time()
     p = subprocess.Popen([bench.BIN, "ingest", "--config", str(cfg), "--log", "info"], env=env,
@@ -57,14 +46,14 @@ def main():
     last = peak = 0
     while time.time() - t0 < secs and p.poll() is None:
         time.sleep(0.1)
-        rss = rss_mib(p.pid)
-        peak = max(peak, rss)
+        rss = round(bench.proc_status_mib(p.pid, "VmRSS"))
+        peak = round(bench.proc_hwm_mib(p.pid))
         if abs(rss - last) >= 15:
             print(f"{time.time() - t0:7.2f} s  rss {rss} MiB", flush=True)
             last = rss
     p.terminate()
     p.wait(60)
-    print(f"peak RSS {peak} MiB (memory_budget {bench.BUDGET_MIB} MiB)")
+    print(f"peak RSS {peak} MiB (VmHWM; memory_budget {bench.BUDGET_MIB} MiB)")
 
 
 if __name__ == "__main__":

@@ -292,6 +292,7 @@ impl TopicBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
     use loglake_schemas::{RawRecord, TopicSchema};
 
     fn row<'a>(mapper: &Mapper, offset: i64, payload: &'a [u8]) -> Row<'a> {
@@ -408,9 +409,7 @@ mod tests {
         let attributes = overflow
             .column_by_name("attributes")
             .unwrap()
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .unwrap();
+            .as_string::<i32>();
         assert!(attributes.value(0).contains("\"_original_host\":\"req-"));
     }
 

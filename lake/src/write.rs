@@ -3,7 +3,7 @@
 //! statistics on every Add.
 
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::compute::{sort_to_indices, take_record_batch, SortOptions};
+use arrow::compute::{sort_to_indices, SortOptions};
 use arrow::datatypes::TimestampMicrosecondType;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
@@ -56,19 +56,6 @@ fn is_sorted(values: &dyn Array) -> bool {
     values
         .as_primitive_opt::<TimestampMicrosecondType>()
         .is_some_and(|a| a.null_count() == 0 && a.values().is_sorted())
-}
-
-/// Sorts a batch by its column `column` (ascending).
-pub fn sort_by(batch: &RecordBatch, column: &str) -> Result<RecordBatch, arrow::error::ArrowError> {
-    let Some(values) = batch.column_by_name(column) else {
-        return Ok(batch.clone());
-    };
-    if values.len() < 2 || is_sorted(values.as_ref()) {
-        // Records of one host usually arrive in order: no copy then.
-        return Ok(batch.clone());
-    }
-    let indices = sort_to_indices(values, Some(SortOptions::default()), None)?;
-    take_record_batch(batch, &indices)
 }
 
 /// The partition values of `batch` when every row has the same ones (as in each batch the
@@ -331,18 +318,6 @@ mod tests {
             ],
         )
         .unwrap()
-    }
-
-    #[test]
-    fn sorts_only_what_is_out_of_order() {
-        let sorted = batch(vec![1, 2, 2, 5], vec!["a"; 4]);
-        assert_eq!(sort_by(&sorted, "timestamp").unwrap(), sorted);
-        let shuffled = batch(vec![5, 1, 2, 2], vec!["a"; 4]);
-        let out = sort_by(&shuffled, "timestamp").unwrap();
-        let ts = out.column(0).as_primitive::<TimestampMicrosecondType>();
-        assert_eq!(ts.values().to_vec(), vec![1, 2, 2, 5]);
-        let n = out.column(1).as_primitive::<Int64Type>();
-        assert_eq!(n.values().to_vec(), vec![1, 2, 3, 0], "rows move together");
     }
 
     #[test]

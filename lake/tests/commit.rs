@@ -325,18 +325,13 @@ async fn all_txns_far_behind_the_table() {
 }
 
 /// Rows of one host as the ingest worker hands them over: the file's columns only.
-fn file_batch(xs: std::ops::Range<i64>) -> RecordBatch {
+fn file_batch(xs: impl IntoIterator<Item = i64>) -> RecordBatch {
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
     RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from_iter_values(xs))]).unwrap()
 }
 
 fn host(value: &str) -> Vec<(String, String)> {
     vec![("host".into(), value.into())]
-}
-
-fn file_batch_of(xs: Vec<i64>) -> RecordBatch {
-    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-    RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(xs))]).unwrap()
 }
 
 #[tokio::test]
@@ -412,7 +407,7 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
     // Rows in an order of their own (two interleaved runs, over several gathered slices):
     // the file holds every row once, in that order.
     let (odd, even): (Vec<i64>, Vec<i64>) = (0..30_000).partition(|x| x % 2 == 1);
-    let runs = vec![file_batch_of(even.clone()), file_batch_of(odd.clone())];
+    let runs = vec![file_batch(even), file_batch(odd)];
     let order = (0..30_000usize).map(|x| (x % 2, x / 2)).collect();
     let adds = write_partitions(
         &table,

@@ -146,6 +146,7 @@ impl RejectedBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
 
     #[test]
     fn rejected_keeps_raw_bytes() {
@@ -165,12 +166,7 @@ mod tests {
         };
         b.append(&rec, &rejection);
         let batch = b.finish().unwrap();
-        let raw = batch
-            .column_by_name("raw")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<arrow::array::BinaryArray>()
-            .unwrap();
+        let raw = batch.column_by_name("raw").unwrap().as_binary::<i32>();
         assert_eq!(raw.value(0), b"\xff");
     }
 }
