@@ -293,6 +293,7 @@ impl TopicBuffer {
 mod tests {
     use super::*;
     use arrow::array::AsArray;
+    use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
     use loglake_schemas::{RawRecord, TopicSchema};
 
     fn row<'a>(mapper: &Mapper, offset: i64, payload: &'a [u8]) -> Row<'a> {
@@ -431,6 +432,70 @@ mod tests {
         // that just doubled is half empty): between the 32nd row and the 64th, not at the end.
         let at = flushed_at.expect("the partition asks for a flush");
         assert!((28..70).contains(&at), "{at}");
+    }
+
+    /// The worker's whole write path on a real local table, for a host whose rows fill
+    /// several 4 MiB chunks out of event-time order (its records spread over Kafka
+    /// partitions): the file holds every offset once, sorted by event time.
+    #[tokio::test]
+    async fn a_partition_of_several_chunks_out_of_order_is_written_whole_and_sorted() {
+        use loglake_lake::write::{write_partitions, writer_properties};
+        use loglake_schemas::table_arrow_schema;
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+        let dir = tempfile::tempdir().unwrap();
+        let lake = loglake_lake::Lake::connect(&loglake_lake::LakeConfig::local(dir.path()))
+            .await
+            .unwrap();
+        let topic_schema = TopicSchema::default();
+        let table = lake
+            .open_or_create("t", &table_arrow_schema(&topic_schema), &PARTITION_COLUMNS)
+            .await
+            .unwrap();
+        let mapper = Mapper::new(&topic_schema).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        // ~2 KB rows, 6,000 of them (~12 MB): three chunks and some. Event times scattered
+        // over one hour (2026-01-02 03:00), each second twice.
+        let message = "m".repeat(2000);
+        let n = 6000i64;
+        for i in 0..n {
+            let ts = 1_767_322_800 + (i * 7919) % 3000;
+            let payload = format!(r#"{{"host":"a","ts":{ts},"msg":"{message}"}}"#);
+            assert!(!buf.push_row(&mut row(&mapper, i, payload.as_bytes())).full);
+        }
+        let parts = buf.data_batches().unwrap();
+        assert_eq!(parts.len(), 1);
+        assert!(
+            parts[0].batches.len() >= 3,
+            "{} chunks",
+            parts[0].batches.len()
+        );
+        assert!(parts[0].order.is_some());
+
+        let adds = write_partitions(&table, parts, writer_properties(Some(0)), 1 << 30)
+            .await
+            .unwrap();
+        assert_eq!(adds.len(), 1);
+        let file = std::fs::File::open(dir.path().join("t").join(&adds[0].path)).unwrap();
+        let (mut times, mut offsets): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+        for batch in ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap()
+        {
+            let batch = batch.unwrap();
+            let ts = batch.column_by_name("timestamp").unwrap();
+            times.extend(
+                ts.as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .iter(),
+            );
+            let offset = batch.column_by_name("_kafka_offset").unwrap();
+            offsets.extend(offset.as_primitive::<Int64Type>().values().iter());
+        }
+        assert!(times.is_sorted(), "sorted by event time");
+        offsets.sort_unstable();
+        assert_eq!(offsets, (0..n).collect::<Vec<_>>(), "every offset once");
     }
 
     #[test]
