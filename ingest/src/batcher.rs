@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
+use crate::hour_hosts::HourHosts;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use loglake_lake::write::{sorted_order, PartitionRows};
@@ -29,7 +30,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Microseconds in an hour: rows of one (host, hour number) share a partition.
 const HOUR_US: i64 = 3_600_000_000;
 
-/// The host of rows whose own host would open a partition past the topic's cap
+/// The host of rows whose own host would be one past the topic's cap of hosts per hour
 /// (`ingest.max_open_partitions`); their host is kept in `attributes._original_host`.
 pub const OVERFLOW_HOST: &str = "_overflow";
 
@@ -81,17 +82,20 @@ pub struct TopicBuffer {
     bytes: usize,
     /// The part of `bytes` that quarantined records added.
     rejected_bytes: usize,
-    /// (host, hour) partitions open now, and how many distinct ones a flush may hold.
+    /// (host, hour) partitions open now, and the cap: hosts per hour (remembered across
+    /// flushes in `hour_hosts`); a flush holds at most twice as many partitions.
     open_parts: usize,
     max_open_parts: usize,
     part_flush_bytes: usize,
+    hour_hosts: HourHosts,
 }
 
 impl TopicBuffer {
-    /// `max_open_parts`: past it, a row whose host has no open partition goes to
-    /// [`OVERFLOW_HOST`], and at twice it the topic must flush.
+    /// `max_open_parts`: hosts one hour may have (past it, a row whose host is new to its
+    /// hour goes to [`OVERFLOW_HOST`]), and half the partitions at which the topic must flush.
     pub fn new(mapper: Mapper, max_open_parts: usize) -> Self {
         Self {
+            hour_hosts: HourHosts::new(max_open_parts),
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
@@ -143,13 +147,26 @@ impl TopicBuffer {
         entry.newest_event_us = entry.newest_event_us.max(event_us);
     }
 
-    /// Buffers a row (moving it to [`OVERFLOW_HOST`] when its host would open a partition
-    /// past the cap).
+    /// Buffers a row (moving it to [`OVERFLOW_HOST`] when its host would be one more than
+    /// the cap allows in its hour).
     pub fn push_row(&mut self, row: &mut Row<'_>) -> Pushed {
         let hour = row.timestamp_us.div_euclid(HOUR_US);
-        // Looked up only at the cap: below it, routing a row costs the one lookup it did.
-        let overflowed =
-            self.open_parts >= self.max_open_parts && !self.parts.contains_key(&*row.host);
+        // One lookup for a row whose partition is open: the cap is consulted only when a
+        // partition would be created.
+        if let Some(hours) = self.parts.get_mut(&*row.host) {
+            if let Some(at) = hours.iter().position(|(h, _)| *h == hour) {
+                return Self::append(
+                    &mut hours[at].1,
+                    row,
+                    false,
+                    &mut self.bytes,
+                    self.open_parts,
+                    self.max_open_parts,
+                    self.part_flush_bytes,
+                );
+            }
+        }
+        let overflowed = !self.hour_hosts.admit(&row.host, hour, OVERFLOW_HOST);
         if overflowed {
             row.reroute_host(OVERFLOW_HOST);
         }
@@ -178,19 +195,39 @@ impl TopicBuffer {
                 hours.len() - 1
             }
         };
-        let part = &mut hours[at].1;
+        Self::append(
+            &mut hours[at].1,
+            row,
+            overflowed,
+            &mut self.bytes,
+            self.open_parts,
+            self.max_open_parts,
+            self.part_flush_bytes,
+        )
+    }
+
+    /// Appends `row` to `part`, counting what its buffers hold now in `bytes`. (Fields
+    /// passed one by one: `part` borrows `parts`.)
+    fn append(
+        part: &mut PartBuffer,
+        row: &Row<'_>,
+        overflowed: bool,
+        bytes: &mut usize,
+        open_parts: usize,
+        max_open_parts: usize,
+        part_flush_bytes: usize,
+    ) -> Pushed {
         part.builder.append(row);
         // What the buffers allocated, not what the row's values measure: a buffer that
         // doubled holds its room too.
         let held = part.builder.held_bytes() + part.chunks_held;
-        // `self.bytes` includes `part.held`.
-        self.bytes = self.bytes - part.held + held;
+        // `bytes` includes `part.held`.
+        *bytes = *bytes - part.held + held;
         part.held = held;
         Pushed {
             part_bytes: held,
             overflowed,
-            full: self.open_parts >= self.max_open_parts.saturating_mul(2)
-                || held >= self.part_flush_bytes,
+            full: open_parts >= max_open_parts.saturating_mul(2) || held >= part_flush_bytes,
         }
     }
 
@@ -412,6 +449,29 @@ mod tests {
             .unwrap()
             .as_string::<i32>();
         assert!(attributes.value(0).contains("\"_original_host\":\"req-"));
+
+        // The cap is per hour, not per flush: after a commit, new ids in the same hour go
+        // to the overflow host too, so the hour never gets more than 50 one-row files.
+        buf.clear();
+        for i in 10_000..11_000i64 {
+            let payload = format!(r#"{{"host":"req-{i:08}","ts":1767323047,"msg":"m"}}"#);
+            assert!(
+                buf.push_row(&mut row(&mapper, i, payload.as_bytes()))
+                    .overflowed
+            );
+        }
+        // A host the hour already has keeps its own partition; the next hour has room.
+        let payload = r#"{"host":"req-00000007","ts":1767323047,"msg":"m"}"#;
+        assert!(
+            !buf.push_row(&mut row(&mapper, 11_000, payload.as_bytes()))
+                .overflowed
+        );
+        let payload = r#"{"host":"req-00011001","ts":1767326647,"msg":"m"}"#;
+        assert!(
+            !buf.push_row(&mut row(&mapper, 11_001, payload.as_bytes()))
+                .overflowed
+        );
+        assert_eq!(buf.open_parts(), 3);
     }
 
     #[test]

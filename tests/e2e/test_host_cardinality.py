@@ -1,7 +1,9 @@
 """A topic keyed by request ids: its records carry no host, so the host falls back to a key
 that is new for every record. Ingest must stay within its memory budget and write a bounded
-number of files per flush — past `max_open_partitions` the records go to the `_overflow` host,
-their own host kept in `attributes` — and lose nothing."""
+number of files per hour, however many flushes it takes — past `max_open_partitions` hosts in
+an hour the records go to the `_overflow` host, their own host kept in `attributes` — and lose
+nothing."""
+import collections
 import json
 import time
 import uuid
@@ -27,8 +29,11 @@ def test_a_topic_keyed_by_request_ids_stays_bounded(stack, tmp_path, workers):
                for i in range(N)]
     w = Worker(lake)
     workers.append(w)
-    produce(stack, topic, records)
     table = topic.replace("-", "_")
+    # Two waves, so that the hours are written by more than one flush.
+    produce(stack, topic, records[:N // 2])
+    lake.wait_count(table, N // 2, timeout=180, workers=[w])
+    produce(stack, topic, records[N // 2:])
     lake.wait_count(table, N, timeout=180, workers=[w])
     overflow = w.metrics()["loglake_ingest_overflow_rows_total"]
     assert w.stop() == 0
@@ -47,6 +52,13 @@ def test_a_topic_keyed_by_request_ids_stays_bounded(stack, tmp_path, workers):
             hosts.add(r["host"])
     assert hosts == set(keys)
     assert overflow == sum(1 for r in rows if r["host"] == "_overflow") > 0
+    # The cap holds per hour, over every flush: at most CAP hosts of their own in each.
+    own = collections.defaultdict(set)
+    for r in rows:
+        if r["host"] != "_overflow":
+            own[(r["date"], r["hour"])].add(r["host"])
+    assert sorted(own) == [("2026-03-10", "10"), ("2026-03-10", "11")]
+    assert all(len(h) == CAP for h in own.values()), {k: len(h) for k, h in own.items()}
 
     # Files per commit are bounded by the cap (twice it, at most), however many keys.
     per_commit = []
@@ -55,4 +67,5 @@ def test_a_topic_keyed_by_request_ids_stays_bounded(stack, tmp_path, workers):
         per_commit.append(pa.table(at.get_add_actions(flatten=True)).num_rows)
     added = [b - a for a, b in zip([0] + per_commit, per_commit) if b > a]
     print(f"files added per commit: {added}; rows under _overflow: {int(overflow)} of {N}")
-    assert added and max(added) <= 2 * CAP, added
+    assert len(added) >= 2 and max(added) <= 2 * CAP, added
+    assert sum(added) <= 2 * CAP + 2 * len(added), "one overflow file per hour and flush"
