@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::hour_hosts::HourHosts;
+use crate::host_cap::HostCap;
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use loglake_lake::write::{sorted_order, PartitionRows};
@@ -30,7 +30,7 @@ pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// Microseconds in an hour: rows of one (host, hour number) share a partition.
 const HOUR_US: i64 = 3_600_000_000;
 
-/// The host of rows whose own host would be one past the topic's cap of hosts per hour
+/// The host of rows whose own host would be one past the topic's cap of new hosts per hour
 /// (`ingest.max_open_partitions`); their host is kept in `attributes._original_host`.
 pub const OVERFLOW_HOST: &str = "_overflow";
 
@@ -82,20 +82,21 @@ pub struct TopicBuffer {
     bytes: usize,
     /// The part of `bytes` that quarantined records added.
     rejected_bytes: usize,
-    /// (host, hour) partitions open now, and the cap: hosts per hour (remembered across
-    /// flushes in `hour_hosts`); a flush holds at most twice as many partitions.
+    /// (host, hour) partitions open now, and the cap: new hosts per hour of the worker's
+    /// clock (remembered across flushes in `host_cap`); a flush holds at most twice as many
+    /// partitions.
     open_parts: usize,
     max_open_parts: usize,
     part_flush_bytes: usize,
-    hour_hosts: HourHosts,
+    host_cap: HostCap,
 }
 
 impl TopicBuffer {
-    /// `max_open_parts`: hosts one hour may have (past it, a row whose host is new to its
-    /// hour goes to [`OVERFLOW_HOST`]), and half the partitions at which the topic must flush.
+    /// `max_open_parts`: distinct hosts the topic may write per hour (past it, a new host's
+    /// rows go to [`OVERFLOW_HOST`]), and half the partitions at which the topic must flush.
     pub fn new(mapper: Mapper, max_open_parts: usize) -> Self {
         Self {
-            hour_hosts: HourHosts::new(max_open_parts),
+            host_cap: HostCap::new(max_open_parts),
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
@@ -148,7 +149,7 @@ impl TopicBuffer {
     }
 
     /// Buffers a row (moving it to [`OVERFLOW_HOST`] when its host would be one more than
-    /// the cap allows in its hour).
+    /// the cap allows this hour).
     pub fn push_row(&mut self, row: &mut Row<'_>) -> Pushed {
         let hour = row.timestamp_us.div_euclid(HOUR_US);
         // One lookup for a row whose partition is open: the cap is consulted only when a
@@ -166,7 +167,7 @@ impl TopicBuffer {
                 );
             }
         }
-        let overflowed = !self.hour_hosts.admit(&row.host, hour, OVERFLOW_HOST);
+        let overflowed = !self.host_cap.admit(&row.host, OVERFLOW_HOST);
         if overflowed {
             row.reroute_host(OVERFLOW_HOST);
         }
@@ -314,6 +315,7 @@ impl TopicBuffer {
 
     /// Everything was committed (or must be re-read): start empty.
     pub fn clear(&mut self) {
+        self.host_cap.roll(Instant::now());
         self.parts.clear();
         self.open_parts = 0;
         self.rejected = RejectedBuilder::default();
@@ -450,8 +452,8 @@ mod tests {
             .as_string::<i32>();
         assert!(attributes.value(0).contains("\"_original_host\":\"req-"));
 
-        // The cap is per hour, not per flush: after a commit, new ids in the same hour go
-        // to the overflow host too, so the hour never gets more than 50 one-row files.
+        // The cap is per hour, not per flush: after a commit, new ids go to the overflow
+        // host too, so the topic gets no more than 50 one-row files this hour.
         buf.clear();
         for i in 10_000..11_000i64 {
             let payload = format!(r#"{{"host":"req-{i:08}","ts":1767323047,"msg":"m"}}"#);
@@ -460,13 +462,13 @@ mod tests {
                     .overflowed
             );
         }
-        // A host the hour already has keeps its own partition; the next hour has room.
+        // A host already admitted keeps partitions of its own, in any event hour.
         let payload = r#"{"host":"req-00000007","ts":1767323047,"msg":"m"}"#;
         assert!(
             !buf.push_row(&mut row(&mapper, 11_000, payload.as_bytes()))
                 .overflowed
         );
-        let payload = r#"{"host":"req-00011001","ts":1767326647,"msg":"m"}"#;
+        let payload = r#"{"host":"req-00000007","ts":1767326647,"msg":"m"}"#;
         assert!(
             !buf.push_row(&mut row(&mapper, 11_001, payload.as_bytes()))
                 .overflowed

@@ -145,11 +145,12 @@ pub struct IngestConfig {
     /// `loglake_ingest_partition_blocked` metric. Remove the topic again once it resumed, or
     /// a later recreation is accepted too.
     pub accept_recreated_topics: Vec<String>,
-    /// Distinct hosts one topic may write to one event hour, over all its flushes (10000).
-    /// Past it, a record whose host is new to its hour goes to the `_overflow` host, its own
-    /// host kept in `attributes._original_host` (metric `loglake_ingest_overflow_rows_total`);
-    /// a flush holds at most twice this many partitions. Bounds memory, files per flush and
-    /// files per hour when a topic's host falls back to a key that is a request id.
+    /// Distinct hosts one topic may write per hour of the worker's clock, over all its
+    /// flushes (10000). Past it, a record of a host not yet admitted this hour goes to the
+    /// `_overflow` host, its own host kept in `attributes._original_host` (metric
+    /// `loglake_ingest_overflow_rows_total`); a flush holds at most twice this many
+    /// partitions. Bounds memory, files per flush and files per hour when a topic's host
+    /// falls back to a key that is a request id.
     pub max_open_partitions: usize,
 }
 

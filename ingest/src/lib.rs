@@ -30,7 +30,7 @@ mod committer;
 mod config;
 mod consumer;
 mod error;
-mod hour_hosts;
+mod host_cap;
 mod metrics;
 mod msk_iam;
 mod positions;
