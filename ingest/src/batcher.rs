@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
-use crate::host_cap::HostCap;
+use crate::host_cap::{Admission, HostCap};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use loglake_lake::write::{sorted_order, PartitionRows};
@@ -47,6 +47,8 @@ pub struct Pushed {
     pub part_bytes: usize,
     /// The row went to [`OVERFLOW_HOST`].
     pub overflowed: bool,
+    /// It was the first row this hour to go there.
+    pub first_overflow: bool,
     /// Flush before buffering more: the topic holds as many partitions as it may (twice
     /// the cap: hours of hosts already open and of the overflow host go past the cap), or
     /// the row's partition reached 1 GiB.
@@ -167,7 +169,8 @@ impl TopicBuffer {
                 );
             }
         }
-        let overflowed = !self.host_cap.admit(&row.host, OVERFLOW_HOST);
+        let admission = self.host_cap.admit(&row.host, OVERFLOW_HOST);
+        let overflowed = admission != Admission::Admitted;
         if overflowed {
             row.reroute_host(OVERFLOW_HOST);
         }
@@ -196,7 +199,7 @@ impl TopicBuffer {
                 hours.len() - 1
             }
         };
-        Self::append(
+        let pushed = Self::append(
             &mut hours[at].1,
             row,
             overflowed,
@@ -204,7 +207,11 @@ impl TopicBuffer {
             self.open_parts,
             self.max_open_parts,
             self.part_flush_bytes,
-        )
+        );
+        Pushed {
+            first_overflow: admission == Admission::Refused { first: true },
+            ..pushed
+        }
     }
 
     /// Appends `row` to `part`, counting what its buffers hold now in `bytes`. (Fields
@@ -228,6 +235,7 @@ impl TopicBuffer {
         Pushed {
             part_bytes: held,
             overflowed,
+            first_overflow: false,
             full: open_parts >= max_open_parts.saturating_mul(2) || held >= part_flush_bytes,
         }
     }
@@ -424,17 +432,19 @@ mod tests {
         // A topic keyed by request ids: every record its own host.
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
         let mut buf = TopicBuffer::new(mapper.clone(), 50);
-        let mut overflowed = 0;
+        let (mut overflowed, mut firsts) = (0, 0);
         for i in 0..10_000i64 {
             let payload = format!(r#"{{"host":"req-{i:08}","ts":1767323047,"msg":"m"}}"#);
             let pushed = buf.push_row(&mut row(&mapper, i, payload.as_bytes()));
             overflowed += usize::from(pushed.overflowed);
+            firsts += usize::from(pushed.first_overflow);
             assert!(
                 !pushed.full,
                 "one hour: the overflow host needs one partition"
             );
         }
         assert_eq!(overflowed, 10_000 - 50);
+        assert_eq!(firsts, 1, "the operator is told once");
         assert_eq!(buf.open_parts(), 51);
         let parts = buf.data_batches().unwrap();
         assert_eq!(parts.len(), 51, "a bounded number of files");

@@ -28,6 +28,19 @@ pub struct HostCap {
     hasher: foldhash::fast::RandomState,
     hosts: HashSet<u64, foldhash::fast::RandomState>,
     since: Instant,
+    /// A host was refused this window.
+    refused: bool,
+}
+
+/// What [`HostCap::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    /// Refused: the window's hosts are at the cap. `first` for the window's first refusal
+    /// (worth telling the operator once).
+    Refused {
+        first: bool,
+    },
 }
 
 impl HostCap {
@@ -38,24 +51,26 @@ impl HostCap {
             hasher: foldhash::fast::RandomState::default(),
             hosts: HashSet::default(),
             since: Instant::now(),
+            refused: false,
         }
     }
 
     /// Whether `host` may have partitions of its own: admitted already this window, or
     /// there is room. `overflow_host` is always admitted (and never counted).
-    pub fn admit(&mut self, host: &str, overflow_host: &str) -> bool {
+    pub fn admit(&mut self, host: &str, overflow_host: &str) -> Admission {
         if host == overflow_host {
-            return true;
+            return Admission::Admitted;
         }
         let hash = self.hasher.hash_one(host);
         if self.hosts.contains(&hash) {
-            return true;
+            return Admission::Admitted;
         }
         if self.hosts.len() >= self.max {
-            return false;
+            let first = !std::mem::replace(&mut self.refused, true);
+            return Admission::Refused { first };
         }
         self.hosts.insert(hash);
-        true
+        Admission::Admitted
     }
 
     /// Between flushes (no partition open): starts a new window once [`WINDOW`] has passed
@@ -64,6 +79,7 @@ impl HostCap {
         if now.saturating_duration_since(self.since) >= WINDOW {
             self.hosts = HashSet::default();
             self.since = now;
+            self.refused = false;
         }
     }
 }
@@ -75,22 +91,33 @@ mod tests {
     #[test]
     fn a_window_admits_its_cap_of_hosts_and_those_again() {
         let mut cap = HostCap::new(3);
-        let admitted: Vec<bool> = ["a", "b", "c", "d", "a", "c", "e", "_o"]
+        let admitted: Vec<Admission> = ["a", "b", "c", "d", "a", "c", "e", "_o"]
             .iter()
             .map(|h| cap.admit(h, "_o"))
             .collect();
-        assert_eq!(admitted, [true, true, true, false, true, true, false, true]);
+        use Admission::*;
+        assert_eq!(
+            admitted,
+            [
+                Admitted,
+                Admitted,
+                Admitted,
+                Refused { first: true },
+                Admitted,
+                Admitted,
+                Refused { first: false },
+                Admitted
+            ]
+        );
         // Within the hour nothing changes; after it, there is room again.
         let start = cap.since;
         cap.roll(start + WINDOW - Duration::from_secs(1));
-        assert!(!cap.admit("d", "_o"));
+        assert_eq!(cap.admit("d", "_o"), Refused { first: false });
         cap.roll(start + WINDOW);
-        assert!(cap.admit("d", "_o"));
-        assert!(cap.admit("e", "_o"));
-        assert!(cap.admit("f", "_o"));
-        assert!(
-            !cap.admit("a", "_o"),
-            "a is one past the cap of the new window"
-        );
+        for host in ["d", "e", "f"] {
+            assert_eq!(cap.admit(host, "_o"), Admitted);
+        }
+        // One past the cap of the new window, and the first refusal of it.
+        assert_eq!(cap.admit("a", "_o"), Refused { first: true });
     }
 }

@@ -237,6 +237,16 @@ impl Worker {
                 if pushed.overflowed {
                     Metrics::add(&self.metrics.overflow_rows, 1);
                 }
+                if pushed.first_overflow {
+                    tracing::warn!(
+                        topic,
+                        max_open_partitions = self.config.max_open_partitions,
+                        "the topic wrote max_open_partitions hosts this hour: rows of further \
+                         hosts go to the _overflow host, their own kept in \
+                         attributes._original_host (raise ingest.max_open_partitions if they \
+                         are real hosts)"
+                    );
+                }
                 if pushed.full
                     || pushed.part_bytes as f64 * topic_state.ratio
                         >= self.config.max_file_size.as_u64() as f64

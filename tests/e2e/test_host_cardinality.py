@@ -36,6 +36,10 @@ def test_a_topic_keyed_by_request_ids_stays_bounded(stack, tmp_path, workers):
     lake.wait_count(table, N, timeout=180, workers=[w])
     overflow = w.metrics()["loglake_ingest_overflow_rows_total"]
     assert w.stop() == 0
+    # The operator is told, once for the hour, which topic reached the cap.
+    warnings = [line for line in w.log_path.read_text().splitlines()
+                if "hosts go to the _overflow host" in line]
+    assert len(warnings) == 1 and topic in warnings[0], warnings
 
     dt = DeltaTable(lake.table_uri(topic), storage_options=lake.storage_options())
     rows = dt.to_pyarrow_table().to_pylist()
