@@ -161,7 +161,6 @@ impl TopicBuffer {
                 return Self::append(
                     &mut hours[at].1,
                     row,
-                    false,
                     &mut self.bytes,
                     self.open_parts,
                     self.max_open_parts,
@@ -202,24 +201,23 @@ impl TopicBuffer {
         let pushed = Self::append(
             &mut hours[at].1,
             row,
-            overflowed,
             &mut self.bytes,
             self.open_parts,
             self.max_open_parts,
             self.part_flush_bytes,
         );
         Pushed {
+            overflowed,
             first_overflow: admission == Admission::Refused { first: true },
             ..pushed
         }
     }
 
-    /// Appends `row` to `part`, counting what its buffers hold now in `bytes`. (Fields
-    /// passed one by one: `part` borrows `parts`.)
+    /// Appends `row` to `part`, counting what its buffers hold now in `bytes`; the row
+    /// stayed on its own host. (Fields passed one by one: `part` borrows `parts`.)
     fn append(
         part: &mut PartBuffer,
         row: &Row<'_>,
-        overflowed: bool,
         bytes: &mut usize,
         open_parts: usize,
         max_open_parts: usize,
@@ -234,7 +232,7 @@ impl TopicBuffer {
         part.held = held;
         Pushed {
             part_bytes: held,
-            overflowed,
+            overflowed: false,
             first_overflow: false,
             full: open_parts >= max_open_parts.saturating_mul(2) || held >= part_flush_bytes,
         }

@@ -238,15 +238,13 @@ pub async fn write_partitions(
         table: name.clone(),
         source,
     };
-    let (mut tiny, _, _) = writer_for(
-        table,
-        properties
-            .clone()
-            .into_builder()
-            .set_compression(Compression::UNCOMPRESSED)
-            .build(),
-        target_file_size,
-    )?;
+    // Made at the first partition of fewer than TINY_ROWS rows, if there is one.
+    let mut tiny: Option<RecordBatchWriter> = None;
+    let tiny_properties = properties
+        .clone()
+        .into_builder()
+        .set_compression(Compression::UNCOMPRESSED)
+        .build();
     let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
     let file_columns: arrow::datatypes::SchemaRef =
         std::sync::Arc::new(arrow::datatypes::Schema::new(
@@ -262,13 +260,20 @@ pub async fn write_partitions(
     for part in parts {
         if open >= OPEN_INPUT_BYTES || open_files >= OPEN_FILES {
             adds.extend(writer.flush().await.map_err(delta)?);
-            adds.extend(tiny.flush().await.map_err(delta)?);
+            if let Some(tiny) = tiny.as_mut() {
+                adds.extend(tiny.flush().await.map_err(delta)?);
+            }
             (open, open_files) = (0, 0);
         }
         open_files += 1;
         let rows: usize = part.batches.iter().map(RecordBatch::num_rows).sum();
         let writer = if rows < TINY_ROWS {
-            &mut tiny
+            match &mut tiny {
+                Some(tiny) => tiny,
+                None => {
+                    tiny.insert(writer_for(table, tiny_properties.clone(), target_file_size)?.0)
+                }
+            }
         } else {
             &mut writer
         };
@@ -313,7 +318,9 @@ pub async fn write_partitions(
         }
     }
     adds.extend(writer.flush().await.map_err(delta)?);
-    adds.extend(tiny.flush().await.map_err(delta)?);
+    if let Some(mut tiny) = tiny {
+        adds.extend(tiny.flush().await.map_err(delta)?);
+    }
     Ok(adds)
 }
 
