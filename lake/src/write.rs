@@ -1,4 +1,5 @@
-//! Parquet written to be read: zstd, dictionaries where values repeat, page-level statistics
+//! Parquet written to be read: zstd (none for partitions of a few rows, where it saves
+//! nothing and costs its contexts), dictionaries where values repeat, page-level statistics
 //! and page index (none for free text), rows sorted by event time, bounded row groups; Delta
 //! statistics on every Add.
 

@@ -169,7 +169,7 @@ def test_ingest_leaves_log_upkeep_to_the_compactor(stack, tmp_path, workers):
     table = topic.replace("-", "_")
     sent = 0
     for k in range(12):
-        produce(stack, topic, [(0, b"web-1", log_record(f"2026-03-02T0{k % 3}:00:{i:02d}Z", "web-1", sent + i)) for i in range(20)])
+        produce(stack, topic, [(0, b"web-1", log_record(f"2026-03-02T0{(k + i) % 3}:00:{i:02d}Z", "web-1", sent + i)) for i in range(20)])
         sent += 20
         lake.wait_count(table, sent, workers=[w])
     assert w.stop() == 0
@@ -177,8 +177,14 @@ def test_ingest_leaves_log_upkeep_to_the_compactor(stack, tmp_path, workers):
     assert not list(log_dir.glob("*.checkpoint.parquet")), "ingest wrote a checkpoint"
     commits = sorted(log_dir.glob("*.json"))
     assert len(commits) >= 12
+    def codecs():
+        return {pq.ParquetFile(uri.removeprefix("file://")).metadata.row_group(0).column(0).compression
+                for uri in dt(lake, topic).file_uris()}
+    # Ingest wrote these 6-7-row files uncompressed (too small for zstd); merged, they are zstd.
+    assert codecs() == {"UNCOMPRESSED"}
     compact(lake)
     assert list(log_dir.glob("*.checkpoint.parquet")), "the compactor wrote no checkpoint"
+    assert codecs() == {"ZSTD"}
     # Log entries older than log_retention and older than the checkpoint go on a later pass.
     old = time.time() - 120
     for f in log_dir.glob("*.json"):
