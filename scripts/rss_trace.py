@@ -7,6 +7,8 @@ runs one `loglake ingest` worker on a local lake, configured as the benchmark's 
 (`bench.ingest_config`), for RSS_SECS seconds, and prints a line whenever RSS moved by 15 MiB
 and one per commit (rows, files). Shows where a worker's memory goes between and during
 flushes, e.g. that it grows with the files its tables hold (ARCHITECTURE.md, memory).
+RSS_LAKE (a local lake directory) and RSS_TOPIC start the worker on a table that already
+exists there, e.g. one aged by `cargo run --release --example open_cost`.
 """
 import os
 import subprocess
@@ -25,11 +27,12 @@ def main():
     hosts = os.environ.get("RSS_HOSTS") or None
     secs = float(os.environ.get("RSS_SECS", "60"))
     tmp = tempfile.mkdtemp(prefix="loglake-rss-")
-    topic = f"rss-{uuid.uuid4().hex[:6]}"
+    topic = os.environ.get("RSS_TOPIC") or f"rss-{uuid.uuid4().hex[:6]}"
+    lake = os.environ.get("RSS_LAKE") or f"{tmp}/lake"
     fed = bench.feed(topic, None, "none", hosts)
     print(f"fed {fed['records']} records, {fed['bytes'] / 1e6:.1f} MB to {topic}", flush=True)
     cfg = Path(tmp) / "rss.toml"
-    cfg.write_text(bench.ingest_config(f"file://{tmp}/lake", "", f"rss-{topic}", topic, tmp))
+    cfg.write_text(bench.ingest_config(f"file://{lake}", "", f"rss-{topic}", topic, tmp))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
     t0 = time.time()
     p = subprocess.Popen([bench.BIN, "ingest", "--config", str(cfg), "--log", "info"], env=env,

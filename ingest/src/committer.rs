@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use loglake_lake::commit::{commit_with_progress, refresh, TxnUpdate};
+use loglake_lake::commit::{commit_with_progress, TxnUpdate};
 use loglake_lake::write::{write_files, write_partitions, writer_properties};
 use loglake_lake::{LakeError, REJECTED_SUFFIX};
 use loglake_schemas::{rejected_arrow_schema, REJECTED_PARTITION_COLUMNS};
@@ -67,7 +67,7 @@ impl Worker {
                 );
             }
             let table = state.rejected_table.as_mut().expect("set above");
-            refresh(table).await?;
+            table.refresh().await?;
             let parts: Vec<i32> = state.buffer.rejected_partitions().collect();
             let txns: Vec<TxnUpdate> = parts
                 .iter()
@@ -121,7 +121,7 @@ impl Worker {
             .flat_map(|p| &p.batches)
             .map(|b| b.num_rows())
             .sum();
-        refresh(&mut state.table).await?;
+        state.table.refresh().await?;
         let partition = |p: i32| self.partitions.get(&(topic.to_string(), p));
         let mut txns: Vec<TxnUpdate> = progress
             .iter()

@@ -5,10 +5,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use deltalake::DeltaTable;
+use loglake_lake::append::AppendTable;
 use loglake_lake::evolve::{compare, SchemaChange};
-use loglake_lake::progress::{all_txns, quarantined_offsets};
-use loglake_lake::{commit, Lake, REJECTED_SUFFIX};
+use loglake_lake::progress::quarantined_offsets;
+use loglake_lake::{Lake, REJECTED_SUFFIX};
 use loglake_schemas::{
     table_arrow_schema, Mapper, RawRecord, RejectedRecord, SchemaSet, PARTITION_COLUMNS,
 };
@@ -28,8 +28,8 @@ use crate::stalls::ProbeOutcome;
 #[derive(Debug)]
 pub(crate) struct TopicState {
     pub buffer: TopicBuffer,
-    pub table: DeltaTable,
-    pub rejected_table: Option<DeltaTable>,
+    pub table: AppendTable,
+    pub rejected_table: Option<AppendTable>,
     /// Parquet bytes per buffered byte, learned from earlier flushes; sizes files.
     pub ratio: f64,
 }
@@ -286,14 +286,23 @@ impl Worker {
             .lake
             .open_or_create(topic, &schema, &PARTITION_COLUMNS)
             .await?;
-        let existing = loglake_lake::evolve::arrow_schema(&table)?;
+        let existing = table.arrow_schema()?;
         let wanted = loglake_lake::evolve::as_stored(&schema, topic)?;
         let table = match compare(&existing, &wanted) {
             SchemaChange::None => table,
             SchemaChange::Add(fields) => {
                 let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
                 tracing::info!(table = topic, columns = ?names, "schema file adds columns: evolving the table (rows archived before read them as null)");
-                loglake_lake::evolve::add_columns(table, &fields).await?
+                // delta-rs's schema change needs the table loaded whole, once.
+                let missing = || {
+                    loglake_lake::LakeError::delta(
+                        topic,
+                        deltalake::DeltaTableError::NotATable(topic.to_string()),
+                    )
+                };
+                let loaded = self.lake.open_table(topic).await?.ok_or_else(missing)?;
+                loglake_lake::evolve::add_columns(loaded, &fields).await?;
+                self.lake.open_append(topic).await?.ok_or_else(missing)?
             }
             SchemaChange::Refused(why) => {
                 return Err(IngestError::Config {
@@ -304,7 +313,7 @@ impl Worker {
         };
         let rejected_table = self
             .lake
-            .open_table(&format!("{topic}{REJECTED_SUFFIX}"))
+            .open_append(&format!("{topic}{REJECTED_SUFFIX}"))
             .await?;
         self.topics.insert(
             topic.to_string(),
@@ -328,28 +337,30 @@ impl Worker {
     ) -> Result<(), IngestError> {
         self.ensure_topic(topic).await?;
         let state = self.topics.get_mut(topic).expect("ensured above");
-        commit::refresh(&mut state.table).await?;
+        state.table.refresh().await?;
+        let rejected_dir = format!("{topic}{REJECTED_SUFFIX}");
         if state.rejected_table.is_none() {
-            state.rejected_table = self
-                .lake
-                .open_table(&format!("{topic}{REJECTED_SUFFIX}"))
-                .await?;
+            state.rejected_table = self.lake.open_append(&rejected_dir).await?;
         }
         if let Some(t) = state.rejected_table.as_mut() {
-            commit::refresh(t).await?;
+            t.refresh().await?;
         }
-        // One replay per table for every partition, not one per partition and app id.
-        let txns = all_txns(&state.table).await?;
+        let txns = state.table.txns().clone();
         let rejected_txns = match &state.rejected_table {
-            Some(t) => all_txns(t).await?,
+            Some(t) => t.txns().clone(),
             None => Default::default(),
         };
         let mut ahead = Vec::new();
-        if let Some(rejected) = &state.rejected_table {
-            for &partition in partitions {
-                let id = app_id(&self.kafka.group_id, partition);
-                let committed = txns.get(&id).copied().unwrap_or(-1);
-                if let Some(&quarantined) = rejected_txns.get(&id).filter(|q| **q > committed) {
+        // Loaded whole only when a crash left quarantined records ahead of the data.
+        let mut rejected: Option<deltalake::DeltaTable> = None;
+        for &partition in partitions {
+            let id = app_id(&self.kafka.group_id, partition);
+            let committed = txns.get(&id).copied().unwrap_or(-1);
+            if let Some(&quarantined) = rejected_txns.get(&id).filter(|q| **q > committed) {
+                if rejected.is_none() {
+                    rejected = self.lake.open_table(&rejected_dir).await?;
+                }
+                if let Some(rejected) = &rejected {
                     let held =
                         quarantined_offsets(rejected, partition, committed, quarantined).await?;
                     tracing::info!(topic, partition, committed, quarantined, held = held.len(),

@@ -10,9 +10,10 @@ use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
 };
 use deltalake::kernel::{Action, Add, Transaction};
-use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::protocol::DeltaOperation;
 use deltalake::{DeltaTable, DeltaTableError};
 
+use crate::append::AppendTable;
 use crate::error::LakeError;
 
 /// Progress to record for one source partition.
@@ -187,38 +188,17 @@ async fn finish(
     }
 }
 
-/// Commits `adds` and the txn updates on the table's loaded snapshot (the read version).
-///
-/// Returns [`LakeError::TxnConflict`] when the snapshot's txn versions are not what the
-/// caller expects, or when a concurrent commit touched one of the app ids; other concurrent
-/// appends are merged by delta-rs's retry. On success the table is advanced to the new version.
+/// Commits `adds` and the txn updates after the table's version (its read version): see
+/// [`AppendTable::commit`]. Any conflict is a [`LakeError::TxnConflict`] here, since the
+/// writer's answer is the same: drop the batch and re-read its source from the table's
+/// progress. On success the table is at the new version.
 pub async fn commit_with_progress(
-    table: &mut DeltaTable,
+    table: &mut AppendTable,
     adds: Vec<Add>,
     txns: &[TxnUpdate],
     app_metadata: serde_json::Map<String, serde_json::Value>,
 ) -> Result<u64, LakeError> {
-    let name = table.table_url().to_string();
-    let read_version = table.version().unwrap_or_default();
-    check_txns(table, txns).await?;
-    let snapshot = table.snapshot().map_err(|e| LakeError::delta(&name, e))?;
-    let partition_by =
-        Some(snapshot.metadata().partition_columns().to_vec()).filter(|p| !p.is_empty());
-    let result = CommitBuilder::from(commit_properties(txns, app_metadata))
-        .with_actions(adds.into_iter().map(Action::Add).collect())
-        .build(
-            Some(snapshot),
-            table.log_store(),
-            DeltaOperation::Write {
-                mode: SaveMode::Append,
-                partition_by,
-                predicate: None,
-            },
-        )
-        .await;
-    // A conflict that is not about our txns (a retention delete removed files while this
-    // commit was built) also means: drop the batch and re-read, like a txn conflict.
-    match finish(table, result, txns, read_version).await {
+    match table.commit(adds, txns, app_metadata).await {
         Err(LakeError::Conflict {
             table,
             read_version,

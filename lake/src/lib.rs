@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod append;
 pub mod commit;
 mod config;
 mod error;

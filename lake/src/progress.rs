@@ -19,6 +19,7 @@ use arrow::datatypes::Int64Type;
 use delta_kernel::actions::LOG_TXN_SCHEMA;
 use delta_kernel::engine::arrow_data::ArrowEngineData;
 use delta_kernel::Snapshot;
+use deltalake::logstore::LogStoreRef;
 use deltalake::{DeltaTable, DeltaTableError};
 
 use crate::error::LakeError;
@@ -111,10 +112,10 @@ pub async fn all_txns(table: &DeltaTable) -> Result<HashMap<String, i64>, LakeEr
         Some(known) if known.version <= version && version - known.version <= MAX_COMMITS_AFTER => {
             match txns_after(table, known.txns, known.version, version).await {
                 Some(txns) => txns,
-                None => replay_txns(table, version).await?,
+                None => replay_txns(&name, &table.log_store(), version).await?,
             }
         }
-        _ => replay_txns(table, version).await?,
+        _ => replay_txns(&name, &table.log_store(), version).await?,
     };
     let mut cache = read_cache();
     if cache.len() >= KNOWN_TABLES && !cache.contains_key(&key) {
@@ -169,6 +170,27 @@ async fn txns_after(
     from: u64,
     to: u64,
 ) -> Option<HashMap<String, i64>> {
+    let log_store = table.log_store();
+    for v in from + 1..=to {
+        // Gone (log cleanup) or unreadable: the caller replays the log instead.
+        let commit = log_store.read_commit_entry(v).await.ok()??;
+        txns.extend(read_commit(&commit).ok()?.txns);
+    }
+    Some(txns)
+}
+
+/// What one commit file says of a table's progress and shape.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct CommitRead {
+    /// Its `txn` actions (app id, version), in order.
+    pub txns: Vec<(String, i64)>,
+    /// It carries a `metaData` or `protocol` action.
+    pub changes_table: bool,
+}
+
+/// Reads a commit file's `txn` actions and whether it changes the table. One action per line,
+/// named by its first key: the `add` lines (nearly all of them) are not parsed.
+pub(crate) fn read_commit(bytes: &[u8]) -> Result<CommitRead, serde_json::Error> {
     #[derive(serde::Deserialize)]
     struct Line {
         txn: Option<Txn>,
@@ -179,26 +201,29 @@ async fn txns_after(
         app_id: String,
         version: i64,
     }
-    let log_store = table.log_store();
-    for v in from + 1..=to {
-        // Gone (log cleanup) or unreadable: the caller replays the log instead.
-        let commit = log_store.read_commit_entry(v).await.ok()??;
-        for line in commit.split(|&b| b == b'\n') {
-            if !line.windows(5).any(|w| w == b"\"txn\"") {
-                continue;
-            }
-            if let Some(txn) = serde_json::from_slice::<Line>(line).ok()?.txn {
-                txns.insert(txn.app_id, txn.version);
+    let mut read = CommitRead {
+        txns: Vec::new(),
+        changes_table: false,
+    };
+    for line in bytes.split(|&b| b == b'\n') {
+        let line = line.trim_ascii_start();
+        if line.starts_with(b"{\"metaData\"") || line.starts_with(b"{\"protocol\"") {
+            read.changes_table = true;
+        } else if line.starts_with(b"{\"txn\"") {
+            if let Some(txn) = serde_json::from_slice::<Line>(line)?.txn {
+                read.txns.push((txn.app_id, txn.version));
             }
         }
     }
-    Some(txns)
+    Ok(read)
 }
 
 /// Every `txn` of the table at `version`, in one replay of its log.
-async fn replay_txns(table: &DeltaTable, version: u64) -> Result<HashMap<String, i64>, LakeError> {
-    let name = table.table_url().to_string();
-    let log_store = table.log_store();
+pub(crate) async fn replay_txns(
+    name: &str,
+    log_store: &LogStoreRef,
+    version: u64,
+) -> Result<HashMap<String, i64>, LakeError> {
     let engine = log_store.engine(None);
     let mut root = log_store.config().location().clone();
     if !root.path().ends_with('/') {
@@ -240,8 +265,8 @@ async fn replay_txns(table: &DeltaTable, version: u64) -> Result<HashMap<String,
     };
     tokio::task::spawn_blocking(replay)
         .await
-        .map_err(|e| LakeError::delta(&name, DeltaTableError::Generic(e.to_string())))?
-        .map_err(|e| LakeError::delta(&name, DeltaTableError::from(e)))
+        .map_err(|e| LakeError::delta(name, DeltaTableError::Generic(e.to_string())))?
+        .map_err(|e| LakeError::delta(name, DeltaTableError::from(e)))
 }
 
 /// The Kafka offsets of `partition` in `(after, through]` that a quarantine table holds: what
@@ -292,6 +317,28 @@ mod tests {
 
     fn txns(entries: &[(&str, i64)]) -> HashMap<String, i64> {
         entries.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_commit_is_read_by_the_first_key_of_each_line() {
+        let commit = br#"{"commitInfo":{"timestamp":1,"operation":"WRITE"}}
+{"add":{"path":"a.parquet","stats":"{\"minValues\":{\"message\":\"{\\\"protocol\\\"\"}}"}}
+{"txn":{"appId":"loglake:g:0","version":41,"lastUpdated":1}}
+{"txn":{"appId":"loglake:g:0:event_time","version":7}}"#;
+        let read = read_commit(commit).unwrap();
+        assert!(!read.changes_table, "an add whose stats mention protocol");
+        assert_eq!(
+            read.txns,
+            vec![
+                ("loglake:g:0".to_string(), 41),
+                ("loglake:g:0:event_time".to_string(), 7)
+            ]
+        );
+        let changed = b"{\"commitInfo\":{}}\n{\"metaData\":{\"id\":\"x\"}}";
+        assert!(read_commit(changed).unwrap().changes_table);
+        let upgraded = b"{\"protocol\":{\"minReaderVersion\":3}}";
+        assert!(read_commit(upgraded).unwrap().changes_table);
+        assert!(read_commit(b"{\"txn\":{\"appId\":5}}").is_err());
     }
 
     #[test]

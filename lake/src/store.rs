@@ -10,6 +10,7 @@ use object_store::path::Path;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::append::AppendTable;
 use crate::config::LakeConfig;
 use crate::error::LakeError;
 use crate::naming::{sql_table_name, TableInfo};
@@ -204,8 +205,8 @@ impl Lake {
             .map_err(|e| LakeError::delta(dir, e))
     }
 
-    /// Opens the latest version of a table; `None` if the table does not exist yet.
-    pub async fn open_table(&self, dir: &str) -> Result<Option<DeltaTable>, LakeError> {
+    /// Whether the table in `dir` has a Delta log.
+    async fn has_log(&self, dir: &str) -> Result<bool, LakeError> {
         let log = self.path(&format!("{dir}/_delta_log"));
         let listing = self
             .store
@@ -215,7 +216,12 @@ impl Lake {
                 url: self.table_url(dir).to_string(),
                 source,
             })?;
-        if listing.objects.is_empty() {
+        Ok(!listing.objects.is_empty())
+    }
+
+    /// Opens the latest version of a table; `None` if the table does not exist yet.
+    pub async fn open_table(&self, dir: &str) -> Result<Option<DeltaTable>, LakeError> {
+        if !self.has_log(dir).await? {
             return Ok(None);
         }
         match self.builder(dir)?.load().await {
@@ -225,16 +231,38 @@ impl Lake {
         }
     }
 
-    /// Opens a table, creating it with `schema` and `partition_columns` if it does not exist.
-    /// Safe to race: a writer that loses the creation race opens the winner's table.
+    /// Opens the latest version of a table to append to, without its file list; `None` if
+    /// the table does not exist yet.
+    pub async fn open_append(&self, dir: &str) -> Result<Option<AppendTable>, LakeError> {
+        if !self.has_log(dir).await? {
+            return Ok(None);
+        }
+        let log_store = self
+            .builder(dir)?
+            .build_storage()
+            .map_err(|e| LakeError::delta(dir, e))?;
+        match AppendTable::open(log_store).await {
+            Ok(t) => Ok(Some(t)),
+            Err(LakeError::Delta { source, .. })
+                if matches!(*source, deltalake::DeltaTableError::NotATable(_)) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a table to append to, creating it with `schema` and `partition_columns` if it
+    /// does not exist. Safe to race: a writer that loses the creation race opens the winner's
+    /// table.
     pub async fn open_or_create(
         &self,
         dir: &str,
         schema: &arrow::datatypes::Schema,
         partition_columns: &[&str],
-    ) -> Result<DeltaTable, LakeError> {
+    ) -> Result<AppendTable, LakeError> {
         use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-        if let Some(t) = self.open_table(dir).await? {
+        if let Some(t) = self.open_append(dir).await? {
             return Ok(t);
         }
         let columns: deltalake::kernel::StructType =
@@ -254,21 +282,21 @@ impl Lake {
             .with_configuration_property(deltalake::TableProperty::CheckpointInterval, Some("50"))
             .with_save_mode(deltalake::protocol::SaveMode::Ignore)
             .await;
-        match created {
-            Ok(t) if t.version().is_some() => {
+        if let Ok(t) = &created {
+            if t.version().is_some() {
                 tracing::info!(table = dir, "created table");
-                Ok(t)
             }
-            // Ignore returned an unloaded handle: another writer created it; open that.
-            Ok(_) => self.open_table(dir).await?.ok_or_else(|| {
-                LakeError::delta(dir, deltalake::DeltaTableError::NotATable(dir.into()))
-            }),
-            // Lost the creation race, or the store refused: the table if it now exists,
-            // else the real reason creation failed.
-            Err(e) => match self.open_table(dir).await {
-                Ok(Some(t)) => Ok(t),
-                _ => Err(LakeError::delta(dir, e)),
-            },
+        }
+        // Created, lost the creation race (Ignore returns an unloaded handle, or an error), or
+        // the store refused: the table if it now exists, else the reason creation failed.
+        match (self.open_append(dir).await, created) {
+            (Ok(Some(t)), _) => Ok(t),
+            (_, Err(e)) => Err(LakeError::delta(dir, e)),
+            (Err(e), Ok(_)) => Err(e),
+            (Ok(None), Ok(_)) => Err(LakeError::delta(
+                dir,
+                deltalake::DeltaTableError::NotATable(dir.into()),
+            )),
         }
     }
 
@@ -477,12 +505,13 @@ mod tests {
             .open_or_create("app-logs", &schema, &["host"])
             .await
             .unwrap();
-        assert_eq!(t.version(), Some(0));
+        assert_eq!(t.version(), 0);
         let again = lake
             .open_or_create("app-logs", &schema, &["host"])
             .await
             .unwrap();
-        assert_eq!(again.version(), Some(0));
+        assert_eq!(again.version(), 0);
+        assert_eq!(again.id(), t.id());
         let tables = lake.list_tables().await.unwrap();
         assert_eq!(tables.len(), 1);
         assert_eq!(tables[0].sql_name, "app_logs");

@@ -9,13 +9,13 @@ use arrow::datatypes::TimestampMicrosecondType;
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake::DeltaTable;
 use indexmap::IndexMap;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::SortingColumn;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
+use crate::append::AppendTable;
 use crate::error::LakeError;
 
 /// Rows per row group: large enough for good compression and few footers, small enough that
@@ -152,24 +152,19 @@ pub struct PartitionRows {
 
 /// A writer for new data files of `table`, its partition columns, and the table's columns.
 fn writer_for(
-    table: &DeltaTable,
+    table: &AppendTable,
     properties: WriterProperties,
     target_file_size: u64,
 ) -> Result<(RecordBatchWriter, Vec<String>, arrow::datatypes::SchemaRef), LakeError> {
-    let name = table.table_url().to_string();
-    let delta = |e| LakeError::delta(&name, e);
-    let partition_columns = table
-        .snapshot()
-        .map_err(delta)?
-        .metadata()
-        .partition_columns()
-        .to_vec();
-    let writer = RecordBatchWriter::for_table(table)
-        .map_err(delta)?
+    let writer = table
+        .writer()?
         .with_writer_properties(properties)
         .with_target_file_size(target_file_size);
-    let columns = crate::evolve::arrow_schema(table)?;
-    Ok((writer, partition_columns, columns))
+    Ok((
+        writer,
+        table.partition_columns().to_vec(),
+        table.arrow_schema()?,
+    ))
 }
 
 /// Writes `batches` (partition columns included) as new data files of `table` and returns
@@ -177,12 +172,12 @@ fn writer_for(
 /// share one partition goes straight to that partition's file; delta-rs splits any other
 /// (which costs a sort and a copy of the batch).
 pub async fn write_files(
-    table: &DeltaTable,
+    table: &AppendTable,
     batches: Vec<RecordBatch>,
     properties: WriterProperties,
     target_file_size: u64,
 ) -> Result<Vec<Add>, LakeError> {
-    let name = table.table_url().to_string();
+    let name = table.name().to_string();
     let delta = |e| LakeError::delta(&name, e);
     let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
     for batch in batches {
@@ -228,12 +223,12 @@ const TINY_ROWS: usize = 16;
 /// memory this takes beyond `parts` is bounded however many partitions there are and
 /// however large they are.
 pub async fn write_partitions(
-    table: &DeltaTable,
+    table: &AppendTable,
     parts: Vec<PartitionRows>,
     properties: WriterProperties,
     target_file_size: u64,
 ) -> Result<Vec<Add>, LakeError> {
-    let name = table.table_url().to_string();
+    let name = table.name().to_string();
     let delta = |e| LakeError::delta(&name, e);
     let encode = |source| LakeError::Encode {
         table: name.clone(),

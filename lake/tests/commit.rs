@@ -1,11 +1,15 @@
 //! Commits with txn progress against a real (local-directory) Delta table: the zombie-writer
-//! protection the ingest workers rely on.
+//! protection the ingest workers rely on, through [`AppendTable`] (no file list), and the
+//! txn readings of loaded tables the query service and the compactor use.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
+use loglake_lake::append::AppendTable;
 use loglake_lake::commit::{commit_with_progress, txn_version, TxnUpdate};
+use loglake_lake::progress::all_txns;
 use loglake_lake::write::{write_files, write_partitions, writer_properties, PartitionRows};
 use loglake_lake::{Lake, LakeConfig, LakeError};
 
@@ -28,13 +32,18 @@ fn batch(xs: &[i64]) -> RecordBatch {
 }
 
 /// A lake in `dir` and its table "t", partitioned by host.
-async fn new_table(dir: &std::path::Path) -> (Lake, deltalake::DeltaTable) {
+async fn new_table(dir: &std::path::Path) -> (Lake, AppendTable) {
     let lake = Lake::connect(&LakeConfig::local(dir)).await.unwrap();
     let table = lake
         .open_or_create("t", &schema(), &["host"])
         .await
         .unwrap();
     (lake, table)
+}
+
+/// The table loaded whole by delta-rs, as the query service and the compactor load it.
+async fn loaded(lake: &Lake) -> deltalake::DeltaTable {
+    lake.open_table("t").await.unwrap().unwrap()
 }
 
 fn txn(expected: Option<i64>, version: i64) -> TxnUpdate {
@@ -49,7 +58,7 @@ fn txn(expected: Option<i64>, version: i64) -> TxnUpdate {
 async fn txn_progress_and_zombie_writers() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, mut a) = new_table(dir.path()).await;
-    let mut b = lake.open_table("t").await.unwrap().unwrap();
+    let mut b = lake.open_append("t").await.unwrap().unwrap();
 
     let adds = write_files(
         &a,
@@ -71,7 +80,13 @@ async fn txn_progress_and_zombie_writers() {
     commit_with_progress(&mut a, adds, &[txn(None, 1)], Default::default())
         .await
         .unwrap();
-    assert_eq!(txn_version(&a, "loglake:g:0").await.unwrap(), Some(1));
+    assert_eq!(a.txns().get("loglake:g:0"), Some(&1));
+    assert_eq!(
+        txn_version(&loaded(&lake).await, "loglake:g:0")
+            .await
+            .unwrap(),
+        Some(1)
+    );
 
     // A writer whose expectation is stale is refused before it commits.
     let err = commit_with_progress(&mut a, vec![], &[txn(None, 5)], Default::default())
@@ -79,8 +94,9 @@ async fn txn_progress_and_zombie_writers() {
         .unwrap_err();
     assert!(matches!(err, LakeError::TxnConflict { .. }), "{err}");
 
-    // A zombie: b read the table before a's commit, so its snapshot still says "absent".
-    // delta-rs's conflict checker sees a's txn on the same app id and refuses b's commit.
+    // A zombie: b read the table before a's commit, so it still says "absent". Its commit
+    // loses the race for version 1, reads a's commit there, sees a's txn on the same app id
+    // and is refused: nothing of it is written.
     let adds = write_files(
         &b,
         vec![batch(&[1, 2])],
@@ -93,9 +109,10 @@ async fn txn_progress_and_zombie_writers() {
         .await
         .unwrap_err();
     assert!(matches!(err, LakeError::TxnConflict { .. }), "{err}");
+    assert_eq!(b.version(), 1, "the zombie read the winner");
 
-    // Progress on another partition does not conflict.
-    b.update_incremental(None).await.unwrap();
+    // Progress on another partition does not conflict, nor does a's commit that lands after
+    // b's (a tries version 2, reads b's there, and commits at 3).
     let other = TxnUpdate {
         app_id: "loglake:g:1".into(),
         expected: None,
@@ -107,30 +124,74 @@ async fn txn_progress_and_zombie_writers() {
     let adds = write_files(&a, vec![batch(&[3])], writer_properties(Some(0)), 1 << 20)
         .await
         .unwrap();
-    commit_with_progress(&mut a, adds, &[txn(Some(1), 3)], Default::default())
+    let v = commit_with_progress(&mut a, adds, &[txn(Some(1), 3)], Default::default())
         .await
         .unwrap();
-    a.update_incremental(None).await.unwrap();
-    assert_eq!(txn_version(&a, "loglake:g:0").await.unwrap(), Some(3));
-    assert_eq!(txn_version(&a, "loglake:g:1").await.unwrap(), Some(9));
+    assert_eq!(v, 3);
+    let want: HashMap<String, i64> = [
+        ("loglake:g:0".to_string(), 3),
+        ("loglake:g:1".to_string(), 9),
+    ]
+    .into();
+    assert_eq!(a.txns(), &want);
+    let table = loaded(&lake).await;
+    assert_eq!(all_txns(&table).await.unwrap(), want);
     assert_eq!(
-        a.get_file_uris().unwrap().count(),
+        table.get_file_uris().unwrap().count(),
         2,
         "the zombie's file is not part of the table"
     );
+    // The commit reads as delta-rs's own appends do.
+    let log =
+        std::fs::read_to_string(dir.path().join("t/_delta_log/00000000000000000003.json")).unwrap();
+    let info: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    let info = &info["commitInfo"];
+    assert_eq!(info["operation"], "WRITE");
+    assert_eq!(info["readVersion"], 1);
+    assert_eq!(info["isBlindAppend"], true);
+    assert_eq!(info["operationParameters"]["mode"], "Append");
+}
+
+/// Another writer's metadata change (a schema file that adds a column) between a writer's
+/// read and its commit is a conflict: the writer drops its batch and opens the table again.
+#[tokio::test]
+async fn a_metadata_change_in_between_is_a_conflict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, mut a) = new_table(dir.path()).await;
+    let added = Field::new("level", DataType::Utf8, true);
+    loglake_lake::evolve::add_columns(loaded(&lake).await, &[added])
+        .await
+        .unwrap();
+    let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
+        .await
+        .unwrap();
+    let err = a
+        .commit(adds, &[txn(None, 1)], Default::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err}");
+    assert_eq!(a.arrow_schema().unwrap().fields().len(), 3, "reloaded");
+    let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
+        .await
+        .unwrap();
+    a.commit(adds, &[txn(None, 1)], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(a.version(), 2);
 }
 
 /// One replay finds every app id's latest version, across a checkpoint and the commits after
-/// it, and agrees with delta-rs's one-id lookup.
+/// it, and agrees with delta-rs's one-id lookup and with an append handle's reading.
 #[tokio::test]
 async fn all_txns_reads_every_app_id_across_a_checkpoint() {
-    use loglake_lake::progress::{all_txns, complete_through, event_time_app_id, offset_app_id};
+    use loglake_lake::progress::{complete_through, event_time_app_id, offset_app_id};
 
     let dir = tempfile::tempdir().unwrap();
     let (lake, mut t) = new_table(dir.path()).await;
-    assert!(all_txns(&t).await.unwrap().is_empty());
+    assert!(all_txns(&loaded(&lake).await).await.unwrap().is_empty());
+    assert!(t.txns().is_empty());
 
-    let mut last: std::collections::HashMap<String, i64> = Default::default();
+    let mut last: HashMap<String, i64> = Default::default();
     let mut commit = |round: i64| {
         (0..4)
             .filter(|p| (p + round) % 3 != 0) // not every partition in every commit
@@ -156,14 +217,16 @@ async fn all_txns_reads_every_app_id_across_a_checkpoint() {
             .await
             .unwrap();
         if round == 5 {
-            deltalake::checkpoints::create_checkpoint(&t, None)
+            deltalake::checkpoints::create_checkpoint(&loaded(&lake).await, None)
                 .await
                 .unwrap();
         }
     }
-    let reopened = lake.open_table("t").await.unwrap().unwrap();
+    let reopened = loaded(&lake).await;
     let found = all_txns(&reopened).await.unwrap();
     assert_eq!(found, last);
+    assert_eq!(t.txns(), &last);
+    assert_eq!(lake.open_append("t").await.unwrap().unwrap().txns(), &last);
     for (app_id, version) in &last {
         assert_eq!(
             txn_version(&reopened, app_id).await.unwrap(),
@@ -178,13 +241,11 @@ async fn all_txns_reads_every_app_id_across_a_checkpoint() {
     assert_eq!(complete_through(&found, 10), Some(slowest - 10));
 }
 
-/// `all_txns` reads only the commits after its previous reading of a table; when one of them
-/// is gone (the compactor's log cleanup after a checkpoint) it replays the log instead, and a
-/// table dropped and created again at the same place is not read as the old one.
+/// A handle whose next commit is gone (the compactor's log cleanup after a checkpoint) loads
+/// the table again; a table dropped and created again at the same place is not read as the
+/// old one, by an append handle or by `all_txns`.
 #[tokio::test]
-async fn all_txns_after_log_cleanup_and_recreation() {
-    use loglake_lake::progress::all_txns;
-
+async fn txns_after_log_cleanup_and_recreation() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, mut t) = new_table(dir.path()).await;
     for v in 1..=3 {
@@ -197,11 +258,14 @@ async fn all_txns_after_log_cleanup_and_recreation() {
         .await
         .unwrap();
     }
-    assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 3);
-    // Versions 4 (this partition) and 5 (another) by another process (not through this
-    // process's memory of the table); then a checkpoint at 5, and the commits before it
-    // cleaned up, 4 included.
-    let mut other = lake.open_table("t").await.unwrap().unwrap();
+    assert_eq!(t.txns()["loglake:g:0"], 3);
+    assert_eq!(
+        all_txns(&loaded(&lake).await).await.unwrap()["loglake:g:0"],
+        3
+    );
+    // Versions 4 (this partition) and 5 (another) by another process; then a checkpoint at
+    // 5, and the commits before it cleaned up, 3 and 4 included.
+    let mut other = loaded(&lake).await;
     foreign_commit(&mut other, &[txn(Some(3), 4)]).await;
     let other_partition = TxnUpdate {
         app_id: "loglake:g:1".into(),
@@ -216,8 +280,10 @@ async fn all_txns_after_log_cleanup_and_recreation() {
     for v in 0..5 {
         std::fs::remove_file(log.join(format!("{v:020}.json"))).unwrap();
     }
-    loglake_lake::commit::refresh(&mut t).await.unwrap();
-    let found = all_txns(&t).await.unwrap();
+    t.refresh().await.unwrap();
+    assert_eq!(t.version(), 5);
+    assert_eq!((t.txns()["loglake:g:0"], t.txns()["loglake:g:1"]), (4, 1));
+    let found = all_txns(&loaded(&lake).await).await.unwrap();
     assert_eq!((found["loglake:g:0"], found["loglake:g:1"]), (4, 1));
     // A stale expectation is still refused, and the right one accepted.
     let err = commit_with_progress(&mut t, vec![], &[txn(Some(3), 6)], Default::default())
@@ -229,25 +295,35 @@ async fn all_txns_after_log_cleanup_and_recreation() {
         .unwrap();
 
     // The same place, a new table: its first commits are at lower versions with no txn.
+    let old_id = t.id().to_string();
     std::fs::remove_dir_all(dir.path().join("t")).unwrap();
     let mut again = lake
         .open_or_create("t", &schema(), &["host"])
         .await
         .unwrap();
-    assert!(all_txns(&again).await.unwrap().is_empty());
-    for _ in 0..8 {
+    assert!(again.txns().is_empty());
+    for _ in 0..3 {
+        commit_with_progress(&mut again, vec![], &[], Default::default())
+            .await
+            .unwrap();
+    }
+    // The old handle (at version 6) finds its version gone and reads the new table afresh.
+    t.refresh().await.unwrap();
+    assert_ne!(t.id(), old_id);
+    assert!(t.txns().is_empty());
+    assert_eq!(t.version(), 3);
+    for _ in 0..5 {
         commit_with_progress(&mut again, vec![], &[], Default::default())
             .await
             .unwrap();
     }
     assert!(
-        all_txns(&again).await.unwrap().is_empty(),
+        all_txns(&loaded(&lake).await).await.unwrap().is_empty(),
         "the old table's txns must not leak into the new one"
     );
 }
 
-/// A commit with txn actions as another process writes it: straight through delta-rs, so this
-/// process's memory of the table's txns does not see it.
+/// A commit with txn actions as another process writes it: straight through delta-rs.
 async fn foreign_commit(table: &mut deltalake::DeltaTable, txns: &[TxnUpdate]) {
     use deltalake::kernel::transaction::CommitBuilder;
     use deltalake::protocol::{DeltaOperation, SaveMode};
@@ -270,15 +346,13 @@ async fn foreign_commit(table: &mut deltalake::DeltaTable, txns: &[TxnUpdate]) {
     table.update_incremental(None).await.unwrap();
 }
 
-/// A writer's own commit, landed after another writer's, is in its next reading of the txns
-/// (the reading before the commit was at the version the commit started from) and in a fresh
-/// handle's.
+/// A writer's own commit, landed after another writer's, is in its reading of the txns right
+/// away, and in a fresh handle's.
 #[tokio::test]
-async fn all_txns_sees_a_commit_that_landed_after_another() {
-    use loglake_lake::progress::all_txns;
+async fn txns_see_a_commit_that_landed_after_another() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, mut a) = new_table(dir.path()).await;
-    let mut b = lake.open_table("t").await.unwrap().unwrap();
+    let mut b = lake.open_append("t").await.unwrap().unwrap();
     let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
         .await
         .unwrap();
@@ -297,31 +371,34 @@ async fn all_txns_sees_a_commit_that_landed_after_another() {
         .await
         .unwrap();
     assert_eq!(v, 2);
-    let want: std::collections::HashMap<String, i64> = [
+    let want: HashMap<String, i64> = [
         ("loglake:g:0".to_string(), 5),
         ("loglake:g:1".to_string(), 7),
     ]
     .into();
-    loglake_lake::commit::refresh(&mut a).await.unwrap();
-    assert_eq!(all_txns(&a).await.unwrap(), want);
-    let fresh = lake.open_table("t").await.unwrap().unwrap();
-    assert_eq!(all_txns(&fresh).await.unwrap(), want);
+    assert_eq!(a.txns(), &want);
+    assert_eq!(all_txns(&loaded(&lake).await).await.unwrap(), want);
+    assert_eq!(lake.open_append("t").await.unwrap().unwrap().txns(), &want);
 }
 
 /// A reading far behind the table (more commits since than it reads one by one) is as right as
-/// a near one.
+/// a near one, for a loaded table and for an append handle.
 #[tokio::test]
-async fn all_txns_far_behind_the_table() {
-    use loglake_lake::progress::all_txns;
+async fn txns_far_behind_the_table() {
     let dir = tempfile::tempdir().unwrap();
-    let (_lake, mut t) = new_table(dir.path()).await;
+    let (lake, mut a) = new_table(dir.path()).await;
+    let mut t = loaded(&lake).await;
     assert!(all_txns(&t).await.unwrap().is_empty());
     for v in 1..=70 {
         foreign_commit(&mut t, &[txn(Some(v - 1).filter(|&e| e > 0), v)]).await;
     }
     assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 70);
+    a.refresh().await.unwrap();
+    assert_eq!((a.version(), a.txns()["loglake:g:0"]), (70, 70));
     foreign_commit(&mut t, &[txn(Some(70), 71)]).await;
     assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 71);
+    a.refresh().await.unwrap();
+    assert_eq!((a.version(), a.txns()["loglake:g:0"]), (71, 71));
 }
 
 /// Rows of one host as the ingest worker hands them over: the file's columns only.

@@ -2,6 +2,7 @@
 `_delta_log` and as many log GETs at commit 36 as at commit 10, with or without the compactor's
 checkpoint in between. The store's requests are counted by a faithful proxy in front of the
 real S3 server."""
+import os
 import re
 import subprocess
 import sys
@@ -158,14 +159,16 @@ def test_a_compaction_pass_reads_each_commit_a_few_times_not_once_per_partition(
     assert lake.count(table) == sent
 
 
-def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_path, workers):
-    """Every 100 versions a worker's table handle is loaded afresh from the newest checkpoint
-    (delta-rs's snapshot otherwise re-reads one batch per commit it advanced over, on every
-    commit): the worker goes on committing on the new handle, and every record is archived
+def test_a_worker_past_100_commits_outlives_log_cleanup_and_stays_exact(stack, tmp_path, workers):
+    """A worker's table handle (version, schema, progress: no file list) goes on past 100
+    commits, reading only the commits after its own. While it idles, the compactor merges,
+    checkpoints and cleans the log up to the worker's own last commit: the worker finds its
+    version gone, loads the table afresh from the checkpoint, and every record is archived
     once."""
     topic = f"reopen-{uuid.uuid4().hex[:6]}"
     create_topic(stack, topic, 2)
-    lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "150ms"})
+    lake = Lake(stack, "local", [topic], tmp_path, ingest={"max_latency": "150ms"},
+                compactor={"grace": "1m", "checkpoint_every": 5, "log_retention": "1m"})
     table = topic.replace("-", "_")
     w = Worker(lake)
     workers.append(w)
@@ -179,15 +182,29 @@ def test_a_worker_past_100_commits_reopens_its_table_and_stays_exact(stack, tmp_
         time.sleep(0.2)
 
     deadline = time.time() + 240
-    while "snapshot rebuilt from the newest checkpoint" not in w.log_path.read_text():
+    while w.log_path.read_text().count(" committed ") < 105:
         assert time.time() < deadline, w.tail()
         w.assert_alive()
         trickle()
+    lake.wait_count(table, sent, workers=[w])
+    log_dir = lake.dir / topic / "_delta_log"
+    last = max(int(f.name[:20]) for f in log_dir.glob("*.json"))
+    assert "loaded afresh" not in w.log_path.read_text(), "a steady writer reads commits, not the table"
+    # The pass merges the hour (a commit after the worker's) and checkpoints; the next one
+    # deletes the log entries before that checkpoint, the worker's last commit among them.
+    lake.run("compact", timeout=120)
+    old = time.time() - 120
+    for f in log_dir.glob("*.json"):
+        os.utime(f, (old, old))
+    lake.run("compact", timeout=120)
+    assert not (log_dir / f"{last:020d}.json").exists(), sorted(f.name for f in log_dir.glob("*.json"))
     commits_before = w.log_path.read_text().count(" committed ")
     for _ in range(10):
         trickle()
     lake.wait_count(table, sent, workers=[w])
-    assert w.log_path.read_text().count(" committed ") > commits_before, "commits after the reopen"
+    text = w.log_path.read_text()
+    assert text.count(" committed ") > commits_before, "commits after the cleanup"
+    assert "loaded afresh" in text, w.tail()
     assert w.stop() == 0
     assert lake.scalar(f"SELECT count(DISTINCT (_kafka_partition, _kafka_offset)) FROM {table}") == sent
     assert lake.count(table) == sent

@@ -1,0 +1,357 @@
+//! Tables opened to append to: their version, schema, partition columns and `txn` progress,
+//! never their file list.
+//!
+//! A delta-rs [`deltalake::DeltaTable`] keeps every live file of its table in memory (~2 KiB
+//! each) and builds that list on every load, and its commit path needs it. An ingest worker
+//! only appends: what it needs of a table is the version to commit after, the schema and
+//! partition columns to write files with, the table's `txn` progress, and whether a commit
+//! that won a race touched its app ids or changed the table's metadata. An [`AppendTable`]
+//! holds just that, so a worker's memory and the cost of opening and refreshing a table do
+//! not grow with the files the table holds (a year of a 1,000-host topic is ~9 M hourly
+//! files even after compaction).
+//!
+//! **Invariant (zombie writers), as in [`crate::commit`]:** a commit carrying `txn(app_id)`
+//! is written only if the table's `txn(app_id)` at the read version is what the writer
+//! expects, and every commit that won the race for a version in between is read: if it
+//! carries one of the commit's app ids, the commit is refused with
+//! [`LakeError::TxnConflict`] and nothing is written; if it changed the table's metadata or
+//! protocol, with [`LakeError::Conflict`]. Other winners (appends, compactions, retention
+//! deletes) cannot conflict with a blind append, which reads no file.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
+use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+use deltalake::kernel::transaction::{CommitData, TransactionError};
+use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::logstore::{CommitOrBytes, LogStore as _, LogStoreRef};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::RecordBatchWriter;
+use deltalake::{BlindDeltaTable, DeltaTableError};
+
+use crate::commit::TxnUpdate;
+use crate::error::LakeError;
+
+/// Commits read one by one to move a handle forward; further behind, it is loaded again
+/// (protocol, metadata and one replay of the `txn` column from the newest checkpoint).
+const MAX_COMMITS_READ: u64 = 64;
+
+/// Versions a commit tries before giving up: each try that loses reads the winner.
+const MAX_ATTEMPTS: u64 = 64;
+
+/// Writer features an append of Add and `txn` actions honours as it is. Any other (row
+/// tracking, in-commit timestamps, column mapping, generated or identity columns, ...)
+/// needs more of a writer than that, so such a table is refused with its feature named.
+const APPEND_SAFE_FEATURES: &[&str] = &[
+    "appendOnly",
+    "invariants",
+    "changeDataFeed",
+    "deletionVectors",
+    "timestampNtz",
+    "domainMetadata",
+    "v2Checkpoint",
+    "vacuumProtocolCheck",
+    "checkpointProtection",
+];
+
+/// A Delta table opened to append to (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AppendTable {
+    name: String,
+    log_store: LogStoreRef,
+    /// The table's protocol and metadata as of its last change; new writers are made from it.
+    meta: BlindDeltaTable,
+    /// The newest version read.
+    version: u64,
+    /// Every `txn` of the table at `version`, app id -> version.
+    txns: HashMap<String, i64>,
+}
+
+impl AppendTable {
+    /// Opens the latest version of the table at `log_store`: its protocol and metadata, and
+    /// its `txn` progress in one replay. [`DeltaTableError::NotATable`] when there is none.
+    pub async fn open(log_store: LogStoreRef) -> Result<Self, LakeError> {
+        let name = log_store.root_url().to_string();
+        let meta = BlindDeltaTable::try_new_with_log_store(log_store.clone())
+            .await
+            .map_err(|e| LakeError::delta(&name, e))?;
+        let version = meta.version();
+        let txns = crate::progress::replay_txns(&name, &log_store, version).await?;
+        Ok(Self {
+            name,
+            log_store,
+            meta,
+            version,
+            txns,
+        })
+    }
+
+    /// The table's URL.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn log_store(&self) -> LogStoreRef {
+        self.log_store.clone()
+    }
+
+    /// The newest version this handle has read (or committed).
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Every `txn` of the table at [`AppendTable::version`], app id -> version.
+    pub fn txns(&self) -> &HashMap<String, i64> {
+        &self.txns
+    }
+
+    /// The table's Delta table id.
+    pub fn id(&self) -> &str {
+        self.meta.metadata().id()
+    }
+
+    pub fn partition_columns(&self) -> &[String] {
+        self.meta.metadata().partition_columns()
+    }
+
+    /// The table's schema as Arrow (partition columns included), as delta-rs's writer sees it.
+    pub fn arrow_schema(&self) -> Result<SchemaRef, LakeError> {
+        let kernel = self
+            .meta
+            .metadata()
+            .parse_schema()
+            .map_err(|e| LakeError::delta(&self.name, e.into()))?;
+        let schema: arrow::datatypes::Schema =
+            (&kernel).try_into_arrow().map_err(|e| LakeError::Encode {
+                table: self.name.clone(),
+                source: e,
+            })?;
+        Ok(Arc::new(schema))
+    }
+
+    /// A writer of new data files for the table (statistics as its properties say).
+    pub fn writer(&self) -> Result<RecordBatchWriter, LakeError> {
+        self.check_protocol()?;
+        RecordBatchWriter::for_blind_appends(&self.meta)
+            .map_err(|e| LakeError::delta(&self.name, e))
+    }
+
+    fn check_protocol(&self) -> Result<(), LakeError> {
+        let protocol = self.meta.protocol();
+        let refused: Vec<String> = match protocol.writer_features() {
+            Some(features) => features
+                .iter()
+                .map(|f| f.as_ref().to_string())
+                .filter(|f| !APPEND_SAFE_FEATURES.contains(&f.as_str()))
+                .collect(),
+            // Legacy versions: 2 is invariants and appendOnly; 3 adds check constraints, 4
+            // generated columns and CDF, 5 column mapping, 6 identity columns.
+            None if protocol.min_writer_version() <= 2 => Vec::new(),
+            None => vec![format!("writer version {}", protocol.min_writer_version())],
+        };
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(LakeError::delta(
+            &self.name,
+            DeltaTableError::Generic(format!(
+                "loglake appends only to tables whose writer features it honours; this \
+                 table's protocol also has {}",
+                refused.join(", ")
+            )),
+        ))
+    }
+
+    /// Loads the table afresh: protocol, metadata, version and `txn` progress. A table
+    /// deleted and created again at the same place is taken as the new table it is (its
+    /// progress, not the old one's, is what a writer's next commit must match).
+    async fn reload(&mut self) -> Result<(), LakeError> {
+        let fresh = Self::open(self.log_store.clone()).await?;
+        if fresh.id() != self.id() {
+            tracing::warn!(table = %self.name, old_id = self.id(), new_id = fresh.id(),
+                "the table was deleted and created again: reading the new one");
+        } else if fresh.version < self.version {
+            return Err(LakeError::delta(
+                &self.name,
+                DeltaTableError::Generic(format!(
+                    "the table's log ends at version {} but this writer read version {}",
+                    fresh.version, self.version
+                )),
+            ));
+        }
+        tracing::info!(table = %self.name, from = self.version, to = fresh.version,
+            "table loaded afresh (protocol, metadata and progress)");
+        *self = fresh;
+        Ok(())
+    }
+
+    /// Reads commit `version` (the one after this handle's) and moves the handle to it;
+    /// returns the app ids whose `txn` it set, `None` when it does not exist. A commit that
+    /// changes the protocol or metadata, or cannot be parsed, makes the handle load the table
+    /// afresh.
+    async fn read_next(&mut self, version: u64) -> Result<Option<Vec<String>>, LakeError> {
+        debug_assert_eq!(version, self.version + 1);
+        let bytes = self
+            .log_store
+            .read_commit_entry(version)
+            .await
+            .map_err(|e| LakeError::delta(&self.name, e))?;
+        let Some(bytes) = bytes else {
+            return Ok(None);
+        };
+        match crate::progress::read_commit(&bytes) {
+            Ok(commit) if !commit.changes_table => {
+                let touched = commit
+                    .txns
+                    .iter()
+                    .map(|(app_id, _)| app_id.clone())
+                    .collect();
+                self.txns.extend(commit.txns);
+                self.version = version;
+                Ok(Some(touched))
+            }
+            _ => {
+                self.reload().await?;
+                Ok(Some(Vec::new()))
+            }
+        }
+    }
+
+    /// Moves the handle to the table's latest version: one listing of the log from the
+    /// handle's version, then each newer commit read (a table far behind, or whose commit
+    /// was already cleaned up, is loaded afresh).
+    pub async fn refresh(&mut self) -> Result<(), LakeError> {
+        let latest = match self.log_store.get_latest_version(self.version).await {
+            Ok(latest) => latest,
+            // The handle's own commit is gone (log cleanup while it idled).
+            Err(_) => return self.reload().await,
+        };
+        if latest > self.version + MAX_COMMITS_READ {
+            return self.reload().await;
+        }
+        while self.version < latest {
+            let next = self.version + 1;
+            if self.read_next(next).await?.is_none() {
+                return self.reload().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits `adds` and the txn updates as an append after the handle's version (its read
+    /// version), trying the next version while others win the race and checking each winner
+    /// (see the module docs). Returns the committed version; the handle is then at it.
+    pub async fn commit(
+        &mut self,
+        adds: Vec<Add>,
+        txns: &[TxnUpdate],
+        app_metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<u64, LakeError> {
+        self.check_protocol()?;
+        let read_version = self.version;
+        let conflict = |name: &str, app_id: &str| LakeError::TxnConflict {
+            table: name.to_string(),
+            app_id: app_id.to_string(),
+            read_version,
+        };
+        let expected_now = |table: &Self| {
+            txns.iter()
+                .find(|t| table.txns.get(&t.app_id).copied() != t.expected)
+                .map(|t| t.app_id.clone())
+        };
+        if let Some(app_id) = expected_now(self) {
+            return Err(conflict(&self.name, &app_id));
+        }
+        let bytes = self.commit_bytes(adds, txns, app_metadata, read_version)?;
+        let operation_id = uuid::Uuid::new_v4();
+        for attempt in 1..=MAX_ATTEMPTS {
+            let version = self.version + 1;
+            let written = self
+                .log_store
+                .write_commit_entry(
+                    version,
+                    CommitOrBytes::LogBytes(bytes.clone()),
+                    operation_id,
+                )
+                .await;
+            match written {
+                Ok(()) => {
+                    self.txns
+                        .extend(txns.iter().map(|t| (t.app_id.clone(), t.version)));
+                    self.version = version;
+                    return Ok(version);
+                }
+                Err(TransactionError::VersionAlreadyExists(_)) => {
+                    let (meta, protocol) =
+                        (self.meta.metadata().clone(), self.meta.protocol().clone());
+                    let Some(touched) = self.read_next(version).await? else {
+                        // Taken, yet not readable: a store not yet consistent; try again.
+                        tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                        continue;
+                    };
+                    // Any winner that set one of our app ids, whatever to (a zombie).
+                    let ours = |id: &String| txns.iter().any(|t| &t.app_id == id);
+                    if let Some(app_id) = touched.iter().find(|id| ours(id)).cloned() {
+                        return Err(conflict(&self.name, &app_id));
+                    }
+                    if let Some(app_id) = expected_now(self) {
+                        return Err(conflict(&self.name, &app_id));
+                    }
+                    if self.meta.metadata() != &meta || self.meta.protocol() != &protocol {
+                        return Err(LakeError::Conflict {
+                            table: self.name.clone(),
+                            read_version,
+                            reason: "a concurrent commit changed the table's metadata or protocol"
+                                .into(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    return Err(LakeError::delta(
+                        &self.name,
+                        DeltaTableError::Transaction { source: e },
+                    ))
+                }
+            }
+        }
+        Err(LakeError::Conflict {
+            table: self.name.clone(),
+            read_version,
+            reason: format!("{MAX_ATTEMPTS} versions in a row were taken by other writers"),
+        })
+    }
+
+    /// The commit's log entry: commitInfo, the Adds, one `txn` per update.
+    fn commit_bytes(
+        &self,
+        adds: Vec<Add>,
+        txns: &[TxnUpdate],
+        app_metadata: serde_json::Map<String, serde_json::Value>,
+        read_version: u64,
+    ) -> Result<Bytes, LakeError> {
+        let partition_by = Some(self.partition_columns().to_vec()).filter(|p| !p.is_empty());
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by,
+            predicate: None,
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        let transactions = txns
+            .iter()
+            .map(|t| Transaction::new_with_last_update(&t.app_id, t.version, Some(now)))
+            .collect();
+        let mut metadata: HashMap<String, serde_json::Value> = app_metadata.into_iter().collect();
+        metadata.insert("readVersion".into(), read_version.into());
+        metadata.insert("isBlindAppend".into(), true.into());
+        CommitData::new(
+            adds.into_iter().map(Action::Add).collect(),
+            operation,
+            metadata,
+            transactions,
+        )
+        .get_bytes()
+        .map_err(|e| LakeError::delta(&self.name, DeltaTableError::Transaction { source: e }))
+    }
+}
