@@ -18,12 +18,12 @@ use loglake_lake::commit::TxnUpdate;
 use loglake_lake::{Lake, LakeConfig};
 use loglake_schemas::{TopicSchema, PARTITION_COLUMNS};
 
-/// Resident memory of this process, MiB (Linux).
-fn rss_mib() -> f64 {
+/// A memory figure of this process from `/proc/self/status` (`VmRSS`, `VmHWM`), MiB.
+fn status_mib(key: &str) -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse::<f64>().ok())
         .map_or(0.0, |kb| kb / 1024.0)
 }
@@ -89,6 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .open_or_create(&name, &schema, &PARTITION_COLUMNS)
         .await?;
     let partition_columns = table.partition_columns().to_vec();
+    let open: String = env("OPEN", "both".to_string());
     let aged = Instant::now();
     for start in (0..files).step_by(10_000) {
         let adds = (start..files.min(start + 10_000))
@@ -97,51 +98,56 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         table.refresh().await?;
         table.commit(adds, &[], Default::default()).await?;
     }
-    let loaded = lake.open_table(&name).await?.expect("created above");
-    let live = loaded.snapshot()?.log_data().num_files();
-    deltalake::checkpoints::create_checkpoint(&loaded, None).await?;
-    drop(loaded);
+    if files > 0 {
+        let loaded = lake.open_table(&name).await?.expect("created above");
+        deltalake::checkpoints::create_checkpoint(&loaded, None).await?;
+    }
     let aged = aged.elapsed();
+    let (mut open_append, mut commit_append, mut open_loaded, mut live) = Default::default();
 
-    let base = rss_mib();
-    let started = Instant::now();
-    let mut append = lake.open_append(&name).await?.expect("created above");
-    let open_append = (started.elapsed(), rss_mib() - base);
-    let started = Instant::now();
-    let last = append.txns().get("loglake:open_cost:0").copied();
-    let txn = TxnUpdate {
-        app_id: "loglake:open_cost:0".into(),
-        expected: last,
-        version: last.unwrap_or(0) + 1,
-    };
-    append.refresh().await?;
-    append
-        .commit(
-            vec![add(files, &partition_columns)],
-            &[txn],
-            Default::default(),
-        )
-        .await?;
-    let commit_append = started.elapsed();
-    drop(append);
-
-    let base = rss_mib();
-    let started = Instant::now();
-    let loaded = lake.open_table(&name).await?.expect("created above");
-    let open_loaded = (started.elapsed(), rss_mib() - base);
-    drop(loaded);
+    if open != "table" {
+        let base = status_mib("VmRSS");
+        let started = Instant::now();
+        let mut append = lake.open_append(&name).await?.expect("created above");
+        open_append = (started.elapsed(), status_mib("VmRSS") - base);
+        let started = Instant::now();
+        let last = append.txns().get("loglake:open_cost:0").copied();
+        let txn = TxnUpdate {
+            app_id: "loglake:open_cost:0".into(),
+            expected: last,
+            version: last.unwrap_or(0) + 1,
+        };
+        append.refresh().await?;
+        append
+            .commit(
+                vec![add(files, &partition_columns)],
+                &[txn],
+                Default::default(),
+            )
+            .await?;
+        commit_append = started.elapsed();
+        drop(append);
+    }
+    if open != "append" {
+        let base = status_mib("VmRSS");
+        let started = Instant::now();
+        let loaded = lake.open_table(&name).await?.expect("created above");
+        open_loaded = (started.elapsed(), status_mib("VmRSS") - base);
+        live = loaded.snapshot()?.log_data().num_files();
+    }
 
     use std::io::Write as _;
     writeln!(
         std::io::stdout(),
         "{{\"live_files\": {live}, \"aged_s\": {:.1}, \"open_append_ms\": {:.1}, \"open_append_rss_mib\": {:.1}, \
-         \"append_refresh_and_commit_ms\": {:.1}, \"open_table_ms\": {:.1}, \"open_table_rss_mib\": {:.1}}}",
+         \"append_refresh_and_commit_ms\": {:.1}, \"open_table_ms\": {:.1}, \"open_table_rss_mib\": {:.1}, \"peak_rss_mib\": {:.1}}}",
         aged.as_secs_f64(),
         open_append.0.as_secs_f64() * 1e3,
         open_append.1,
         commit_append.as_secs_f64() * 1e3,
         open_loaded.0.as_secs_f64() * 1e3,
         open_loaded.1,
+        status_mib("VmHWM"),
     )?;
     Ok(())
 }
