@@ -1,4 +1,6 @@
 //! Commits that carry source progress: Add actions plus one Delta `txn` per source partition.
+//! Appends go through [`AppendTable`] (see its module for how it fences zombies without a
+//! file list); rewrites of a loaded table (the compactor's) through [`commit_actions`].
 //!
 //! **Invariant (zombie writers):** a commit carrying `txn(app_id)` is built on a snapshot in
 //! which `txn(app_id)` equals what the writer expects (the offset just before its batch, or

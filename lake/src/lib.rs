@@ -4,8 +4,10 @@
 //! A [`Lake`] is a URL (`file:///path` or `s3://bucket/prefix`) plus credentials. Each Kafka
 //! topic is one Delta table at `<lake>/<topic>` partitioned by `host`, `date`, `hour`; its
 //! quarantine table sits at `<lake>/<topic>__rejected`. Commits carry Delta `txn` actions so a
-//! writer can record how far it got in a source (see [`commit`]); [`progress`] reads them all
-//! back in one log replay and derives `complete_through`. A table's columns only grow
+//! writer can record how far it got in a source; an appending writer holds a table as an
+//! [`append::AppendTable`] (version, schema, progress: never the file list), readers and the
+//! compactor load it whole and commit through [`commit`]; [`progress`] reads the txns back in
+//! one log replay and derives `complete_through`. A table's columns only grow
 //! ([`evolve`]); writers align rows to them by name.
 //!
 //! This crate knows nothing of Kafka or of network protocols. It must never commit to a store
