@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use loglake_lake::append::AppendTable;
 use loglake_lake::evolve::{compare, SchemaChange};
 use loglake_lake::progress::quarantined_offsets;
-use loglake_lake::{Lake, REJECTED_SUFFIX};
+use loglake_lake::{Lake, LakeError, REJECTED_SUFFIX};
 use loglake_schemas::{
     table_arrow_schema, Mapper, RawRecord, RejectedRecord, SchemaSet, PARTITION_COLUMNS,
 };
@@ -282,35 +282,33 @@ impl Worker {
         }
         let mapper = Mapper::new(self.schemas.for_topic(topic))?;
         let schema = table_arrow_schema(mapper.schema());
-        let table = self
+        let mut table = self
             .lake
             .open_or_create(topic, &schema, &PARTITION_COLUMNS)
             .await?;
-        let existing = table.arrow_schema()?;
         let wanted = loglake_lake::evolve::as_stored(&schema, topic)?;
-        let table = match compare(&existing, &wanted) {
-            SchemaChange::None => table,
-            SchemaChange::Add(fields) => {
-                let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
-                tracing::info!(table = topic, columns = ?names, "schema file adds columns: evolving the table (rows archived before read them as null)");
-                // delta-rs's schema change needs the table loaded whole, once.
-                let missing = || {
-                    loglake_lake::LakeError::delta(
-                        topic,
-                        deltalake::DeltaTableError::NotATable(topic.to_string()),
-                    )
-                };
-                let loaded = self.lake.open_table(topic).await?.ok_or_else(missing)?;
-                loglake_lake::evolve::add_columns(loaded, &fields).await?;
-                self.lake.open_append(topic).await?.ok_or_else(missing)?
+        // Workers that start together with the same new schema file race to add its columns;
+        // the losers compare again with the winner's table.
+        for attempt in 1.. {
+            match compare(&*table.arrow_schema()?, &wanted) {
+                SchemaChange::None => break,
+                SchemaChange::Add(fields) => {
+                    let names: Vec<&str> = fields.iter().map(|f| f.name().as_str()).collect();
+                    tracing::info!(table = topic, columns = ?names, "schema file adds columns: evolving the table (rows archived before read them as null)");
+                    match table.add_columns(&fields).await {
+                        Ok(_) => {}
+                        Err(LakeError::Conflict { .. }) if attempt < 5 => table.refresh().await?,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                SchemaChange::Refused(why) => {
+                    return Err(IngestError::Config {
+                        key: format!("schemas/{topic}.toml"),
+                        message: format!("does not fit table {topic}: {why}"),
+                    })
+                }
             }
-            SchemaChange::Refused(why) => {
-                return Err(IngestError::Config {
-                    key: format!("schemas/{topic}.toml"),
-                    message: format!("does not fit table {topic}: {why}"),
-                })
-            }
-        };
+        }
         let rejected_table = self
             .lake
             .open_append(&format!("{topic}{REJECTED_SUFFIX}"))

@@ -22,10 +22,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use bytes::Bytes;
-use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{CommitData, TransactionError};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, MetadataExt as _, StructField, StructType, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStore as _, LogStoreRef};
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::RecordBatchWriter;
@@ -250,6 +249,64 @@ impl AppendTable {
         app_metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<u64, LakeError> {
         self.check_protocol()?;
+        let partition_by = Some(self.partition_columns().to_vec()).filter(|p| !p.is_empty());
+        let operation = DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by,
+            predicate: None,
+        };
+        let mut metadata: HashMap<String, serde_json::Value> = app_metadata.into_iter().collect();
+        metadata.insert("isBlindAppend".into(), true.into());
+        let actions = adds.into_iter().map(Action::Add).collect();
+        self.write(actions, txns, operation, metadata).await
+    }
+
+    /// Adds `fields`, nullable columns the table does not have, to its schema: one metadata
+    /// commit after the handle's version, which then holds the new schema. A
+    /// [`LakeError::Conflict`] when another writer changed the metadata first (another worker
+    /// adding the same columns, say): the caller compares the table's columns again.
+    pub async fn add_columns(
+        &mut self,
+        fields: &[arrow::datatypes::Field],
+    ) -> Result<u64, LakeError> {
+        self.check_protocol()?;
+        let encode = |source| LakeError::Encode {
+            table: self.name.clone(),
+            source,
+        };
+        let added: Vec<StructField> = fields
+            .iter()
+            .map(|f| f.try_into_kernel().map_err(encode))
+            .collect::<Result<_, _>>()?;
+        let existing = self.meta.schema();
+        let columns = existing.fields().cloned().chain(added.clone());
+        let delta = |e: DeltaTableError| LakeError::delta(&self.name, e);
+        let schema = StructType::try_new(columns).map_err(|e| delta(e.into()))?;
+        let metadata = (self.meta.metadata().clone())
+            .with_schema(&schema)
+            .map_err(|e| delta(e.into()))?;
+        let operation = DeltaOperation::AddColumn { fields: added };
+        let version = self
+            .write(
+                vec![Action::Metadata(metadata)],
+                &[],
+                operation,
+                HashMap::new(),
+            )
+            .await?;
+        self.reload().await?;
+        Ok(version)
+    }
+
+    /// Writes `actions` (and a `txn` per update) as the next version, checking each winner of
+    /// the race (see the module docs). The handle is then at the committed version.
+    async fn write(
+        &mut self,
+        actions: Vec<Action>,
+        txns: &[TxnUpdate],
+        operation: DeltaOperation,
+        mut app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<u64, LakeError> {
         let read_version = self.version;
         let conflict = |name: &str, app_id: &str| LakeError::TxnConflict {
             table: name.to_string(),
@@ -264,7 +321,17 @@ impl AppendTable {
         if let Some(app_id) = expected_now(self) {
             return Err(conflict(&self.name, &app_id));
         }
-        let bytes = self.commit_bytes(adds, txns, app_metadata, read_version)?;
+        let now = chrono::Utc::now().timestamp_millis();
+        let transactions = txns
+            .iter()
+            .map(|t| Transaction::new_with_last_update(&t.app_id, t.version, Some(now)))
+            .collect();
+        app_metadata.insert("readVersion".into(), read_version.into());
+        let bytes = CommitData::new(actions, operation, app_metadata, transactions)
+            .get_bytes()
+            .map_err(|e| {
+                LakeError::delta(&self.name, DeltaTableError::Transaction { source: e })
+            })?;
         let operation_id = uuid::Uuid::new_v4();
         for attempt in 1..=MAX_ATTEMPTS {
             let version = self.version + 1;
@@ -321,37 +388,5 @@ impl AppendTable {
             read_version,
             reason: format!("{MAX_ATTEMPTS} versions in a row were taken by other writers"),
         })
-    }
-
-    /// The commit's log entry: commitInfo, the Adds, one `txn` per update.
-    fn commit_bytes(
-        &self,
-        adds: Vec<Add>,
-        txns: &[TxnUpdate],
-        app_metadata: serde_json::Map<String, serde_json::Value>,
-        read_version: u64,
-    ) -> Result<Bytes, LakeError> {
-        let partition_by = Some(self.partition_columns().to_vec()).filter(|p| !p.is_empty());
-        let operation = DeltaOperation::Write {
-            mode: SaveMode::Append,
-            partition_by,
-            predicate: None,
-        };
-        let now = chrono::Utc::now().timestamp_millis();
-        let transactions = txns
-            .iter()
-            .map(|t| Transaction::new_with_last_update(&t.app_id, t.version, Some(now)))
-            .collect();
-        let mut metadata: HashMap<String, serde_json::Value> = app_metadata.into_iter().collect();
-        metadata.insert("readVersion".into(), read_version.into());
-        metadata.insert("isBlindAppend".into(), true.into());
-        CommitData::new(
-            adds.into_iter().map(Action::Add).collect(),
-            operation,
-            metadata,
-            transactions,
-        )
-        .get_bytes()
-        .map_err(|e| LakeError::delta(&self.name, DeltaTableError::Transaction { source: e }))
     }
 }

@@ -5,7 +5,6 @@
 use arrow::array::{new_null_array, ArrayRef, RecordBatch};
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
-use deltalake::kernel::StructField;
 use deltalake::DeltaTable;
 
 use crate::error::LakeError;
@@ -89,23 +88,6 @@ pub fn as_stored(schema: &Schema, table: &str) -> Result<Schema, LakeError> {
     };
     let kernel: deltalake::kernel::StructType = schema.try_into_kernel().map_err(encode)?;
     (&kernel).try_into_arrow().map_err(encode)
-}
-
-/// Adds `fields` to the table's schema (one metadata commit) and returns the table at it.
-pub async fn add_columns(table: DeltaTable, fields: &[Field]) -> Result<DeltaTable, LakeError> {
-    let name = table.table_url().to_string();
-    let mut kernel: Vec<StructField> = Vec::with_capacity(fields.len());
-    for f in fields {
-        kernel.push(f.try_into_kernel().map_err(|e| LakeError::Encode {
-            table: name.clone(),
-            source: e,
-        })?);
-    }
-    table
-        .add_columns()
-        .with_fields(kernel)
-        .await
-        .map_err(|e| LakeError::delta(&name, e))
 }
 
 /// `batch` with the columns of `target`, by name: reordered, and null where the batch lacks a

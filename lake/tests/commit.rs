@@ -153,15 +153,29 @@ async fn txn_progress_and_zombie_writers() {
 }
 
 /// Another writer's metadata change (a schema file that adds a column) between a writer's
-/// read and its commit is a conflict: the writer drops its batch and opens the table again.
+/// read and its commit is a conflict: the writer drops its batch, and its handle holds the
+/// new schema. Two writers adding the same column: one commits it, the other is told.
 #[tokio::test]
 async fn a_metadata_change_in_between_is_a_conflict() {
     let dir = tempfile::tempdir().unwrap();
     let (lake, mut a) = new_table(dir.path()).await;
+    let mut b = lake.open_append("t").await.unwrap().unwrap();
+    let mut c = lake.open_append("t").await.unwrap().unwrap();
     let added = Field::new("level", DataType::Utf8, true);
-    loglake_lake::evolve::add_columns(loaded(&lake).await, &[added])
+    assert_eq!(
+        b.add_columns(std::slice::from_ref(&added)).await.unwrap(),
+        1
+    );
+    assert_eq!(b.arrow_schema().unwrap().fields().len(), 3);
+    // A second worker adding the same column on the old schema loses the race, and its
+    // handle then holds the winner's schema (the worker compares again: nothing to add).
+    let err = c
+        .add_columns(std::slice::from_ref(&added))
         .await
-        .unwrap();
+        .unwrap_err();
+    assert!(matches!(err, LakeError::Conflict { .. }), "{err}");
+    assert_eq!(c.arrow_schema().unwrap().fields().len(), 3);
+    assert_eq!(c.version(), 1);
     let adds = write_files(&a, vec![batch(&[1])], writer_properties(None), 1 << 20)
         .await
         .unwrap();
