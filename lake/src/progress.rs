@@ -206,13 +206,29 @@ pub(crate) fn read_commit(bytes: &[u8]) -> Result<CommitRead, serde_json::Error>
         changes_table: false,
     };
     for line in bytes.split(|&b| b == b'\n') {
-        let line = line.trim_ascii_start();
-        if line.starts_with(b"{\"metaData\"") || line.starts_with(b"{\"protocol\"") {
-            read.changes_table = true;
-        } else if line.starts_with(b"{\"txn\"") {
-            if let Some(txn) = serde_json::from_slice::<Line>(line)?.txn {
-                read.txns.push((txn.app_id, txn.version));
+        let line = line.trim_ascii();
+        if line.is_empty() {
+            continue;
+        }
+        let spaced;
+        let key: &[u8] = match line.strip_prefix(b"{\"") {
+            // Written compactly, as delta-rs and Spark write: the key ends at the next quote.
+            Some(rest) => &rest[..rest.iter().position(|&b| b == b'"').unwrap_or(0)],
+            // Written with spaces by some other writer: read the whole line.
+            None => {
+                let map: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)?;
+                spaced = map.keys().next().cloned().unwrap_or_default();
+                spaced.as_bytes()
             }
+        };
+        match key {
+            b"metaData" | b"protocol" => read.changes_table = true,
+            b"txn" => {
+                if let Some(txn) = serde_json::from_slice::<Line>(line)?.txn {
+                    read.txns.push((txn.app_id, txn.version));
+                }
+            }
+            _ => {}
         }
     }
     Ok(read)
@@ -338,6 +354,11 @@ mod tests {
         assert!(read_commit(changed).unwrap().changes_table);
         let upgraded = b"{\"protocol\":{\"minReaderVersion\":3}}";
         assert!(read_commit(upgraded).unwrap().changes_table);
+        // Another writer's spacing is read too.
+        let spaced = b"{ \"txn\" : {\"appId\": \"x\", \"version\": 3}}\r\n{ \"metaData\": {}}\n";
+        let read = read_commit(spaced).unwrap();
+        assert_eq!(read.txns, vec![("x".to_string(), 3)]);
+        assert!(read.changes_table);
         assert!(read_commit(b"{\"txn\":{\"appId\":5}}").is_err());
     }
 
