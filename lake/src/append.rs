@@ -37,8 +37,20 @@ use crate::error::LakeError;
 /// (protocol, metadata and one replay of the `txn` column from the newest checkpoint).
 const MAX_COMMITS_READ: u64 = 64;
 
-/// Versions a commit tries before giving up: each try that loses reads the winner.
+/// Races for the next version a commit may lose before giving up; after each it reads the
+/// winner and every commit after it, however many.
 const MAX_ATTEMPTS: u64 = 64;
+
+/// What reading the commit after a handle's version did.
+enum Next {
+    /// Moved the handle to it: the app ids whose `txn` it set.
+    Read(Vec<String>),
+    /// Loaded the table afresh (the commit changed the protocol or metadata, or could not be
+    /// parsed): the handle is at the latest version.
+    Reloaded,
+    /// There is no such commit (yet).
+    Missing,
+}
 
 /// Writer features an append of Add and `txn` actions honours as it is. Any other (row
 /// tracking, in-commit timestamps, column mapping, generated or identity columns, ...)
@@ -142,7 +154,11 @@ impl AppendTable {
         let refused: Vec<String> = match protocol.writer_features() {
             Some(features) => features
                 .iter()
-                .map(|f| f.as_ref().to_string())
+                // By their protocol names, unknown ones included (strum says "unknown").
+                .map(|f| match serde_json::to_value(f) {
+                    Ok(serde_json::Value::String(name)) => name,
+                    _ => f.as_ref().to_string(),
+                })
                 .filter(|f| !APPEND_SAFE_FEATURES.contains(&f.as_str()))
                 .collect(),
             // Legacy versions: 2 is invariants and appendOnly; 3 adds check constraints, 4
@@ -186,11 +202,10 @@ impl AppendTable {
         Ok(())
     }
 
-    /// Reads commit `version` (the one after this handle's) and moves the handle to it;
-    /// returns the app ids whose `txn` it set, `None` when it does not exist. A commit that
-    /// changes the protocol or metadata, or cannot be parsed, makes the handle load the table
-    /// afresh.
-    async fn read_next(&mut self, version: u64) -> Result<Option<Vec<String>>, LakeError> {
+    /// Reads commit `version` (the one after this handle's) and moves the handle to it. A
+    /// commit that changes the protocol or metadata, or cannot be parsed, makes the handle load
+    /// the table afresh instead.
+    async fn read_next(&mut self, version: u64) -> Result<Next, LakeError> {
         debug_assert_eq!(version, self.version + 1);
         let bytes = self
             .log_store
@@ -198,7 +213,7 @@ impl AppendTable {
             .await
             .map_err(|e| LakeError::delta(&self.name, e))?;
         let Some(bytes) = bytes else {
-            return Ok(None);
+            return Ok(Next::Missing);
         };
         match crate::progress::read_commit(&bytes) {
             Ok(commit) if !commit.changes_table => {
@@ -209,11 +224,11 @@ impl AppendTable {
                     .collect();
                 self.txns.extend(commit.txns);
                 self.version = version;
-                Ok(Some(touched))
+                Ok(Next::Read(touched))
             }
             _ => {
                 self.reload().await?;
-                Ok(Some(Vec::new()))
+                Ok(Next::Reloaded)
             }
         }
     }
@@ -231,9 +246,10 @@ impl AppendTable {
             return self.reload().await;
         }
         while self.version < latest {
-            let next = self.version + 1;
-            if self.read_next(next).await?.is_none() {
-                return self.reload().await;
+            match self.read_next(self.version + 1).await? {
+                Next::Read(_) => {}
+                Next::Reloaded => return Ok(()),
+                Next::Missing => return self.reload().await,
             }
         }
         Ok(())
@@ -333,7 +349,14 @@ impl AppendTable {
                 LakeError::delta(&self.name, DeltaTableError::Transaction { source: e })
             })?;
         let operation_id = uuid::Uuid::new_v4();
-        for attempt in 1..=MAX_ATTEMPTS {
+        let changed = |name: &str| LakeError::Conflict {
+            table: name.to_string(),
+            read_version,
+            reason: "a concurrent commit changed the table's metadata or protocol, or could not \
+                     be read"
+                .into(),
+        };
+        for lost in 1..=MAX_ATTEMPTS {
             let version = self.version + 1;
             let written = self
                 .log_store
@@ -351,28 +374,33 @@ impl AppendTable {
                     return Ok(version);
                 }
                 Err(TransactionError::VersionAlreadyExists(_)) => {
-                    let (meta, protocol) =
-                        (self.meta.metadata().clone(), self.meta.protocol().clone());
-                    let Some(touched) = self.read_next(version).await? else {
-                        // Taken, yet not readable: a store not yet consistent; try again.
-                        tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
-                        continue;
-                    };
-                    // Any winner that set one of our app ids, whatever to (a zombie).
-                    let ours = |id: &String| txns.iter().any(|t| &t.app_id == id);
-                    if let Some(app_id) = touched.iter().find(|id| ours(id)).cloned() {
-                        return Err(conflict(&self.name, &app_id));
+                    // Read the winner and every commit that landed after it, each checked.
+                    let latest = self
+                        .log_store
+                        .get_latest_version(self.version)
+                        .await
+                        .map_or(version, |l| l.max(version));
+                    while self.version < latest {
+                        match self.read_next(self.version + 1).await? {
+                            Next::Read(touched) => {
+                                // Any commit that set one of our app ids, whatever to (a zombie).
+                                let ours = |id: &String| txns.iter().any(|t| &t.app_id == id);
+                                if let Some(app_id) = touched.iter().find(|id| ours(id)) {
+                                    return Err(conflict(&self.name, app_id));
+                                }
+                            }
+                            // Loaded afresh: what the commits in between did is not known.
+                            Next::Reloaded => return Err(changed(&self.name)),
+                            // Listed, not readable yet: a store not yet consistent.
+                            Next::Missing => {
+                                tokio::time::sleep(std::time::Duration::from_millis(10 * lost))
+                                    .await;
+                                break;
+                            }
+                        }
                     }
                     if let Some(app_id) = expected_now(self) {
                         return Err(conflict(&self.name, &app_id));
-                    }
-                    if self.meta.metadata() != &meta || self.meta.protocol() != &protocol {
-                        return Err(LakeError::Conflict {
-                            table: self.name.clone(),
-                            read_version,
-                            reason: "a concurrent commit changed the table's metadata or protocol"
-                                .into(),
-                        });
                     }
                 }
                 Err(e) => {
@@ -386,7 +414,7 @@ impl AppendTable {
         Err(LakeError::Conflict {
             table: self.name.clone(),
             read_version,
-            reason: format!("{MAX_ATTEMPTS} versions in a row were taken by other writers"),
+            reason: format!("lost the race for the next version {MAX_ATTEMPTS} times"),
         })
     }
 }
