@@ -19,10 +19,9 @@
 //! deletes) cannot conflict with a blind append, which reads no file.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, MetadataExt as _, StructField, StructType, Transaction};
 use deltalake::logstore::{CommitOrBytes, LogStore as _, LogStoreRef};
@@ -129,17 +128,7 @@ impl AppendTable {
 
     /// The table's schema as Arrow (partition columns included), as delta-rs's writer sees it.
     pub fn arrow_schema(&self) -> Result<SchemaRef, LakeError> {
-        let kernel = self
-            .meta
-            .metadata()
-            .parse_schema()
-            .map_err(|e| LakeError::delta(&self.name, e.into()))?;
-        let schema: arrow::datatypes::Schema =
-            (&kernel).try_into_arrow().map_err(|e| LakeError::Encode {
-                table: self.name.clone(),
-                source: e,
-            })?;
-        Ok(Arc::new(schema))
+        crate::evolve::metadata_arrow_schema(self.meta.metadata(), &self.name)
     }
 
     /// A writer of new data files for the table (statistics as its properties say).
@@ -264,7 +253,6 @@ impl AppendTable {
         txns: &[TxnUpdate],
         app_metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<u64, LakeError> {
-        self.check_protocol()?;
         let partition_by = Some(self.partition_columns().to_vec()).filter(|p| !p.is_empty());
         let operation = DeltaOperation::Write {
             mode: SaveMode::Append,
@@ -285,7 +273,6 @@ impl AppendTable {
         &mut self,
         fields: &[arrow::datatypes::Field],
     ) -> Result<u64, LakeError> {
-        self.check_protocol()?;
         let encode = |source| LakeError::Encode {
             table: self.name.clone(),
             source,
@@ -323,6 +310,7 @@ impl AppendTable {
         operation: DeltaOperation,
         mut app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<u64, LakeError> {
+        self.check_protocol()?;
         let read_version = self.version;
         let conflict = |name: &str, app_id: &str| LakeError::TxnConflict {
             table: name.to_string(),

@@ -66,15 +66,20 @@ pub fn compare(existing: &Schema, wanted: &Schema) -> SchemaChange {
 /// The table's schema as Arrow (partition columns included), as delta-rs's writer sees it.
 pub fn arrow_schema(table: &DeltaTable) -> Result<SchemaRef, LakeError> {
     let name = table.table_url().to_string();
-    let delta = |e| LakeError::delta(&name, e);
-    let kernel = table
-        .snapshot()
-        .map_err(delta)?
-        .metadata()
+    let snapshot = table.snapshot().map_err(|e| LakeError::delta(&name, e))?;
+    metadata_arrow_schema(snapshot.metadata(), &name)
+}
+
+/// The schema a table's metadata describes, as Arrow (partition columns included).
+pub(crate) fn metadata_arrow_schema(
+    metadata: &deltalake::kernel::Metadata,
+    table: &str,
+) -> Result<SchemaRef, LakeError> {
+    let kernel = metadata
         .parse_schema()
-        .map_err(|e| delta(e.into()))?;
+        .map_err(|e| LakeError::delta(table, e.into()))?;
     let schema: Schema = (&kernel).try_into_arrow().map_err(|e| LakeError::Encode {
-        table: name.clone(),
+        table: table.to_string(),
         source: e,
     })?;
     Ok(std::sync::Arc::new(schema))
