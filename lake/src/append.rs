@@ -15,7 +15,7 @@
 //! expects, and every commit that won the race for a version in between is read: if it
 //! carries one of the commit's app ids, the commit is refused with
 //! [`LakeError::TxnConflict`] and nothing is written; if it changed the table's metadata or
-//! protocol, with [`LakeError::Conflict`]. Other winners (appends, compactions, retention
+//! protocol, or cannot be parsed, with [`LakeError::Conflict`]. Other winners (appends, compactions, retention
 //! deletes) cannot conflict with a blind append, which reads no file.
 
 use std::collections::HashMap;
