@@ -16,7 +16,9 @@
 //! carries one of the commit's app ids, the commit is refused with
 //! [`LakeError::TxnConflict`] and nothing is written; if it changed the table's metadata or
 //! protocol, or cannot be parsed, with [`LakeError::Conflict`]. Other winners (appends, compactions, retention
-//! deletes) cannot conflict with a blind append, which reads no file.
+//! deletes) cannot conflict with a blind append, which reads no file. A write that failed, or
+//! found its version taken, is first read back: the writer's own bytes there mean the store
+//! wrote it and the answer was lost, so it is committed.
 
 use std::collections::HashMap;
 
@@ -301,6 +303,19 @@ impl AppendTable {
         Ok(version)
     }
 
+    /// True when commit `version` is `bytes`: this writer's own commit, written by a request
+    /// whose answer was lost (logged). A commit that cannot be read counts as not ours.
+    async fn holds(&self, version: u64, bytes: &bytes::Bytes) -> bool {
+        match self.log_store.read_commit_entry(version).await {
+            Ok(Some(found)) if found == *bytes => {
+                tracing::info!(table = %self.name, version,
+                    "the store had written this commit although its request failed: committed");
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Writes `actions` (and a `txn` per update) as the next version, checking each winner of
     /// the race (see the module docs). The handle is then at the committed version.
     async fn write(
@@ -354,6 +369,13 @@ impl AppendTable {
                     operation_id,
                 )
                 .await;
+            // A put-if-absent whose outcome the client did not see (a 5xx that object_store
+            // retried into "already exists", a timeout) may have written this very commit:
+            // the bytes at `version` say whether it did.
+            let written = match written {
+                Err(_) if self.holds(version, &bytes).await => Ok(()),
+                other => other,
+            };
             match written {
                 Ok(()) => {
                     self.txns
