@@ -23,6 +23,7 @@
 use std::collections::HashMap;
 
 use arrow::datatypes::SchemaRef;
+use bytes::Bytes;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitData, TransactionError};
 use deltalake::kernel::{Action, Add, MetadataExt as _, StructField, StructType, Transaction};
@@ -197,12 +198,18 @@ impl AppendTable {
     /// commit that changes the protocol or metadata, or cannot be parsed, makes the handle load
     /// the table afresh instead.
     async fn read_next(&mut self, version: u64) -> Result<Next, LakeError> {
-        debug_assert_eq!(version, self.version + 1);
         let bytes = self
             .log_store
             .read_commit_entry(version)
             .await
             .map_err(|e| LakeError::delta(&self.name, e))?;
+        self.apply_next(version, bytes).await
+    }
+
+    /// Moves the handle to commit `version` (the one after its own), whose log entry is
+    /// `bytes` (`None`: not there), as [`Self::read_next`] says.
+    async fn apply_next(&mut self, version: u64, bytes: Option<Bytes>) -> Result<Next, LakeError> {
+        debug_assert_eq!(version, self.version + 1);
         let Some(bytes) = bytes else {
             return Ok(Next::Missing);
         };
@@ -303,17 +310,12 @@ impl AppendTable {
         Ok(version)
     }
 
-    /// True when commit `version` is `bytes`: this writer's own commit, written by a request
-    /// whose answer was lost (logged). A commit that cannot be read counts as not ours.
-    async fn holds(&self, version: u64, bytes: &bytes::Bytes) -> bool {
-        match self.log_store.read_commit_entry(version).await {
-            Ok(Some(found)) if found == *bytes => {
-                tracing::info!(table = %self.name, version,
-                    "the store had written this commit although its request failed: committed");
-                true
-            }
-            _ => false,
-        }
+    /// The handle after its commit at `version`: there, with the commit's txns.
+    fn committed(&mut self, version: u64, txns: &[TxnUpdate]) -> u64 {
+        self.txns
+            .extend(txns.iter().map(|t| (t.app_id.clone(), t.version)));
+        self.version = version;
+        version
     }
 
     /// Writes `actions` (and a `txn` per update) as the next version, checking each winner of
@@ -369,56 +371,60 @@ impl AppendTable {
                     operation_id,
                 )
                 .await;
-            // A put-if-absent whose outcome the client did not see (a 5xx that object_store
-            // retried into "already exists", a timeout) may have written this very commit:
-            // the bytes at `version` say whether it did.
-            let written = match written {
-                Err(_) if self.holds(version, &bytes).await => Ok(()),
-                other => other,
+            let Err(e) = written else {
+                return Ok(self.committed(version, txns));
             };
-            match written {
-                Ok(()) => {
-                    self.txns
-                        .extend(txns.iter().map(|t| (t.app_id.clone(), t.version)));
-                    self.version = version;
-                    return Ok(version);
-                }
-                Err(TransactionError::VersionAlreadyExists(_)) => {
-                    // Read the winner and every commit that landed after it, each checked.
-                    let latest = self
-                        .log_store
-                        .get_latest_version(self.version)
-                        .await
-                        .map_or(version, |l| l.max(version));
-                    while self.version < latest {
-                        match self.read_next(self.version + 1).await? {
-                            Next::Read(touched) => {
-                                // Any commit that set one of our app ids, whatever to (a zombie).
-                                let ours = |id: &String| txns.iter().any(|t| &t.app_id == id);
-                                if let Some(app_id) = touched.iter().find(|id| ours(id)) {
-                                    return Err(conflict(&self.name, app_id));
-                                }
-                            }
-                            // Loaded afresh: what the commits in between did is not known.
-                            Next::Reloaded => return Err(changed(&self.name)),
-                            // Listed, not readable yet: a store not yet consistent.
-                            Next::Missing => {
-                                tokio::time::sleep(std::time::Duration::from_millis(10 * lost))
-                                    .await;
-                                break;
-                            }
+            // A put-if-absent whose answer the client did not get (a 5xx that object_store
+            // retried into "already exists", a dropped connection) may have written this very
+            // commit: the entry at `version` says. Read once, it is also the winner of a race.
+            let found = self.log_store.read_commit_entry(version).await;
+            if matches!(&found, Ok(Some(entry)) if *entry == bytes) {
+                tracing::info!(table = %self.name, version,
+                    "the store had written this commit although its request failed: committed");
+                return Ok(self.committed(version, txns));
+            }
+            if !matches!(e, TransactionError::VersionAlreadyExists(_)) {
+                return Err(LakeError::delta(
+                    &self.name,
+                    DeltaTableError::Transaction { source: e },
+                ));
+            }
+            // Lost the race: read the winner and every commit that landed after it, each
+            // checked.
+            let found = found.map_err(|e| LakeError::delta(&self.name, e))?;
+            let mut next = self.apply_next(version, found).await?;
+            let latest = match next {
+                Next::Read(_) => self
+                    .log_store
+                    .get_latest_version(self.version)
+                    .await
+                    .map_or(version, |l| l.max(version)),
+                _ => version,
+            };
+            loop {
+                match next {
+                    Next::Read(touched) => {
+                        // Any commit that set one of our app ids, whatever to (a zombie).
+                        let ours = |id: &String| txns.iter().any(|t| &t.app_id == id);
+                        if let Some(app_id) = touched.iter().find(|id| ours(id)) {
+                            return Err(conflict(&self.name, app_id));
                         }
                     }
-                    if let Some(app_id) = expected_now(self) {
-                        return Err(conflict(&self.name, &app_id));
+                    // Loaded afresh: what the commits in between did is not known.
+                    Next::Reloaded => return Err(changed(&self.name)),
+                    // Taken, not readable yet: a store not yet consistent.
+                    Next::Missing => {
+                        tokio::time::sleep(std::time::Duration::from_millis(10 * lost)).await;
+                        break;
                     }
                 }
-                Err(e) => {
-                    return Err(LakeError::delta(
-                        &self.name,
-                        DeltaTableError::Transaction { source: e },
-                    ))
+                if self.version >= latest {
+                    break;
                 }
+                next = self.read_next(self.version + 1).await?;
+            }
+            if let Some(app_id) = expected_now(self) {
+                return Err(conflict(&self.name, &app_id));
             }
         }
         Err(LakeError::Conflict {
