@@ -513,6 +513,12 @@ mod tests {
         assert!(b.finish().unwrap().is_empty(), "nothing appended since");
     }
 
+    /// An empty builder for the partition of the record `payload`.
+    fn builder_for(m: &Mapper, schema: &TopicSchema, payload: &str) -> RowBuilder {
+        let first = m.map(&raw(payload.as_bytes(), 0)).unwrap();
+        RowBuilder::new(file_arrow_schema(schema), schema, first.partition_values())
+    }
+
     /// The `_kafka_offset` values of `batches`, in order.
     fn kafka_offsets(batches: &[RecordBatch]) -> Vec<i64> {
         batches
@@ -572,12 +578,7 @@ mod tests {
                 )
             })
             .collect();
-        let first = m.map(&raw(payloads[0].as_bytes(), 0)).unwrap();
-        let mut b = RowBuilder::new(
-            file_arrow_schema(&schema),
-            &schema,
-            first.partition_values(),
-        );
+        let mut b = builder_for(&m, &schema, &payloads[0]);
         let mut out = Vec::new();
         let (mut grown_in_place, mut chunks_started) = (0, 0);
         for (i, p) in payloads.iter().enumerate() {
@@ -630,12 +631,7 @@ mod tests {
                 )
             })
             .collect();
-        let first = m.map(&raw(payloads[0].as_bytes(), 0)).unwrap();
-        let mut b = RowBuilder::new(
-            file_arrow_schema(&schema),
-            &schema,
-            first.partition_values(),
-        );
+        let mut b = builder_for(&m, &schema, &payloads[0]);
         let (mut content, mut stored) = (0, 0);
         for (i, p) in payloads.iter().enumerate() {
             let row = m.map(&raw(p.as_bytes(), i as i64)).unwrap();
@@ -669,11 +665,7 @@ mod tests {
             (0..payloads.len() as i64).collect::<Vec<_>>(),
             "in order"
         );
-        let fresh = RowBuilder::new(
-            file_arrow_schema(&schema),
-            &schema,
-            first.partition_values(),
-        );
+        let fresh = builder_for(&m, &schema, &payloads[0]);
         assert!(
             b.held_bytes() <= fresh.held_bytes(),
             "handed over, the buffers are let go: {}",
