@@ -1,5 +1,5 @@
-//! Parquet written to be read: zstd (none for partitions of a few rows, where it saves
-//! nothing and costs its contexts), dictionaries where values repeat, page-level statistics
+//! Parquet written to be read: zstd (Snappy for partitions of under 1,024 rows, where zstd's
+//! contexts cost more than it saves before the compactor merges them), dictionaries where values repeat, page-level statistics
 //! and page index (none for free text), rows sorted by event time, bounded row groups; Delta
 //! statistics on every Add.
 
@@ -208,12 +208,15 @@ const OPEN_INPUT_BYTES: usize = 32 << 20;
 /// one row each (a topic keyed by request ids) peaked at 2.7 GiB with every file open.
 const OPEN_FILES: usize = 64;
 
-/// Partitions of fewer rows are written uncompressed: zstd saves next to nothing on them
-/// (a one-row file is mostly its footer), while creating its contexts (a compressor and a
-/// decompressor per column writer, in parquet's codec) took 11 % of all ingest CPU on a topic
-/// keyed by request ids, whose flushes are thousands of one-row files. The compactor rewrites
-/// the small files it merges with zstd.
-const TINY_ROWS: usize = 16;
+/// Partitions of fewer rows are written with Snappy, not zstd: parquet's zstd codec creates a
+/// compressor and a decompressor per column writer, and each creation runs `cpuid`, which
+/// traps to the hypervisor on a virtual machine. On a topic of 1,000 hosts, whose flushes are
+/// thousands of files of a few hundred rows, creating them took 10 % of all ingest CPU (and
+/// their memory, for every open file); on a topic keyed by request ids, thousands of one-row
+/// files, 11 %. Snappy's codec is a table and no system call. Small files are what the
+/// compactor merges: it rewrites them with zstd (the codec differs, so it decodes them rather
+/// than copying their pages).
+const SMALL_ROWS: usize = 1024;
 
 /// Writes the rows of each partition in `parts` as new data files of `table` (a partition's
 /// batches go to the same file until it reaches `target_file_size`) and returns their Add
@@ -234,12 +237,12 @@ pub async fn write_partitions(
         table: name.clone(),
         source,
     };
-    // Made at the first partition of fewer than TINY_ROWS rows, if there is one.
-    let mut tiny: Option<RecordBatchWriter> = None;
-    let tiny_properties = properties
+    // Made at the first partition of fewer than SMALL_ROWS rows, if there is one.
+    let mut small: Option<RecordBatchWriter> = None;
+    let small_properties = properties
         .clone()
         .into_builder()
-        .set_compression(Compression::UNCOMPRESSED)
+        .set_compression(Compression::SNAPPY)
         .build();
     let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
     let file_columns: arrow::datatypes::SchemaRef =
@@ -256,18 +259,18 @@ pub async fn write_partitions(
     for part in parts {
         if open >= OPEN_INPUT_BYTES || open_files >= OPEN_FILES {
             adds.extend(writer.flush().await.map_err(delta)?);
-            if let Some(tiny) = tiny.as_mut() {
-                adds.extend(tiny.flush().await.map_err(delta)?);
+            if let Some(small) = small.as_mut() {
+                adds.extend(small.flush().await.map_err(delta)?);
             }
             (open, open_files) = (0, 0);
         }
         open_files += 1;
         let rows: usize = part.batches.iter().map(RecordBatch::num_rows).sum();
-        let writer = if rows < TINY_ROWS {
-            match &mut tiny {
-                Some(tiny) => tiny,
+        let writer = if rows < SMALL_ROWS {
+            match &mut small {
+                Some(small) => small,
                 None => {
-                    tiny.insert(writer_for(table, tiny_properties.clone(), target_file_size)?.0)
+                    small.insert(writer_for(table, small_properties.clone(), target_file_size)?.0)
                 }
             }
         } else {
@@ -314,8 +317,8 @@ pub async fn write_partitions(
         }
     }
     adds.extend(writer.flush().await.map_err(delta)?);
-    if let Some(mut tiny) = tiny {
-        adds.extend(tiny.flush().await.map_err(delta)?);
+    if let Some(mut small) = small {
+        adds.extend(small.flush().await.map_err(delta)?);
     }
     Ok(adds)
 }
