@@ -1,7 +1,7 @@
 //! Parquet written to be read: zstd (Snappy for partitions of under 1,024 rows, where zstd's
-//! contexts cost more than it saves before the compactor merges them), dictionaries where values repeat, page-level statistics
-//! and page index (none for free text), rows sorted by event time, bounded row groups; Delta
-//! statistics on every Add.
+//! contexts cost more than it saves before the compactor merges them), dictionaries where
+//! values repeat, page-level statistics and page index (none for free text), rows sorted by
+//! event time, bounded row groups; Delta statistics on every Add.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, SortOptions};

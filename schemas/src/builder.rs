@@ -247,32 +247,31 @@ impl Columns {
     }
 
     fn sized(typed: Vec<TypedBuilder>, rows: usize, text: usize) -> Self {
-        Self {
-            rows_room: rows,
-            timestamp: timestamp_builder(rows),
-            level: string_builder(rows, text),
-            message: string_builder(rows, text),
-            typed,
-            attributes: string_builder(rows, text),
-            kafka_partition: Int32Builder::with_capacity(rows),
-            kafka_offset: Int64Builder::with_capacity(rows),
-            kafka_timestamp: timestamp_builder(rows),
-        }
+        let strings = || string_builder(rows, text);
+        Self::from_parts(rows, [strings(), strings(), strings()], typed)
     }
 
     /// Empty builders with room for a chunk like the one these hold (`rows` rows).
     fn like(&self, rows: usize) -> Self {
-        let fixed = room(rows);
+        let strings = [&self.level, &self.message, &self.attributes].map(|b| string_like(b, rows));
+        let typed = self.typed.iter().map(|t| t.like(rows)).collect();
+        Self::from_parts(room(rows), strings, typed)
+    }
+
+    /// Builders with room for `rows` rows: the fixed-width columns made here, the string
+    /// ones (level, message, attributes) and the typed ones given.
+    fn from_parts(rows: usize, strings: [StringBuilder; 3], typed: Vec<TypedBuilder>) -> Self {
+        let [level, message, attributes] = strings;
         Self {
-            rows_room: fixed,
-            timestamp: timestamp_builder(fixed),
-            level: string_like(&self.level, rows),
-            message: string_like(&self.message, rows),
-            typed: self.typed.iter().map(|t| t.like(rows)).collect(),
-            attributes: string_like(&self.attributes, rows),
-            kafka_partition: Int32Builder::with_capacity(fixed),
-            kafka_offset: Int64Builder::with_capacity(fixed),
-            kafka_timestamp: timestamp_builder(fixed),
+            rows_room: rows,
+            timestamp: timestamp_builder(rows),
+            level,
+            message,
+            typed,
+            attributes,
+            kafka_partition: Int32Builder::with_capacity(rows),
+            kafka_offset: Int64Builder::with_capacity(rows),
+            kafka_timestamp: timestamp_builder(rows),
         }
     }
 
@@ -290,19 +289,15 @@ impl Columns {
     /// `row`): twice the rows and each column's text, and room for `row`.
     fn grown(&self, rows: usize, row: &Row) -> Self {
         let next = (rows * 2).max(INITIAL_ROWS);
-        Self {
-            rows_room: next,
-            timestamp: timestamp_builder(next),
-            level: string_grown(&self.level, next, row.level.as_deref()),
-            message: string_grown(&self.message, next, row.message.as_deref()),
-            typed: (self.typed.iter().zip(&row.columns))
-                .map(|(b, v)| b.grown(next, v))
-                .collect(),
-            attributes: string_grown(&self.attributes, next, row.attributes.as_deref()),
-            kafka_partition: Int32Builder::with_capacity(next),
-            kafka_offset: Int64Builder::with_capacity(next),
-            kafka_timestamp: timestamp_builder(next),
-        }
+        let strings = [
+            string_grown(&self.level, next, row.level.as_deref()),
+            string_grown(&self.message, next, row.message.as_deref()),
+            string_grown(&self.attributes, next, row.attributes.as_deref()),
+        ];
+        let typed = (self.typed.iter().zip(&row.columns))
+            .map(|(b, v)| b.grown(next, v))
+            .collect();
+        Self::from_parts(next, strings, typed)
     }
 
     /// Bytes the buffers have allocated (what they hold and their room to grow).
