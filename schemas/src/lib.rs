@@ -35,7 +35,8 @@ mod timestamp;
 mod val;
 
 pub use builder::{
-    file_arrow_schema, table_arrow_schema, RowBuilder, CHUNK_BYTES, PARTITION_COLUMNS,
+    file_arrow_schema, held_by_batch, table_arrow_schema, RowBuilder, CHUNK_BYTES,
+    PARTITION_COLUMNS,
 };
 pub use mapper::{Mapper, RawRecord, Rejection, RejectionKind, Row, TypedValue};
 pub use model::{ColumnSpec, ColumnType, Format, SchemaError, SchemaSet, TopicSchema};

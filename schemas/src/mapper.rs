@@ -26,6 +26,21 @@ pub struct RawRecord<'a> {
     pub received_at_us: i64,
 }
 
+impl<'a> RawRecord<'a> {
+    /// A record of Kafka partition 0 with a value and no key or Kafka timestamp (what tests,
+    /// examples and benchmarks map).
+    pub fn keyless(payload: &'a [u8], offset: i64, received_at_us: i64) -> Self {
+        Self {
+            payload: Some(payload),
+            key: None,
+            partition: 0,
+            offset,
+            kafka_timestamp_ms: None,
+            received_at_us,
+        }
+    }
+}
+
 /// The value of a typed column.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TypedValue<'a> {
