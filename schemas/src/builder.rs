@@ -95,10 +95,11 @@ pub const COLUMN_OVERHEAD: usize = 160;
 /// Bytes `batch` holds, as the memory budget counts them: its buffers and
 /// [`COLUMN_OVERHEAD`] per column.
 pub fn held_by_batch(batch: &RecordBatch) -> usize {
-    batch.get_array_memory_size() + batch.num_columns() * COLUMN_OVERHEAD
+    held_by_columns(batch.columns())
 }
 
-/// Bytes `columns` (a sealed chunk) hold, as [`held_by_batch`] counts them.
+/// Bytes `columns` (a sealed chunk, or a batch's) hold: their buffers and
+/// [`COLUMN_OVERHEAD`] each.
 fn held_by_columns(columns: &[ArrayRef]) -> usize {
     columns
         .iter()

@@ -27,8 +27,8 @@ pub struct RawRecord<'a> {
 }
 
 impl<'a> RawRecord<'a> {
-    /// A record of Kafka partition 0 with a value and no key or Kafka timestamp (what tests,
-    /// examples and benchmarks map).
+    /// A record of Kafka partition 0 with a value and no key or Kafka timestamp, as tests
+    /// map them.
     pub fn keyless(payload: &'a [u8], offset: i64, received_at_us: i64) -> Self {
         Self {
             payload: Some(payload),

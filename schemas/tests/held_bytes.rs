@@ -32,10 +32,9 @@ fn payload(host: usize, i: usize) -> String {
 /// Buffers `rows` rows in each of `hosts` partitions, as a flush of a topic of many hosts
 /// holds them, and returns what the budget counts and what the allocator holds for them,
 /// before and after the rows are handed over as batches.
-fn measure(hosts: usize, rows: usize) -> [(usize, usize); 2] {
-    let schema = TopicSchema::default();
-    let mapper = Mapper::new(&schema).unwrap();
-    let file_schema = file_arrow_schema(&schema);
+fn measure(schema: &TopicSchema, hosts: usize, rows: usize) -> [(usize, usize); 2] {
+    let mapper = Mapper::new(schema).unwrap();
+    let file_schema = file_arrow_schema(schema);
     let before = live();
     let mut builders: Vec<RowBuilder> = Vec::with_capacity(hosts);
     for h in 0..hosts {
@@ -43,7 +42,7 @@ fn measure(hosts: usize, rows: usize) -> [(usize, usize); 2] {
         let row = mapper.map(&raw(text.as_bytes(), 0)).unwrap();
         builders.push(RowBuilder::new(
             file_schema.clone(),
-            &schema,
+            schema,
             row.partition_values(),
         ));
     }
@@ -84,12 +83,30 @@ fn assert_counted(what: &str, (counted, live): (usize, usize)) {
 
 #[test]
 fn many_small_partitions_are_counted_as_the_allocator_holds_them() {
+    let schema = TopicSchema::default();
     // Hundreds of rows in each of 1,000 hosts: the bench's 1,000-host shape.
-    let [buffered, handed_over] = measure(1_000, 300);
+    let [buffered, handed_over] = measure(&schema, 1_000, 300);
     assert_counted("1,000 partitions of 300 rows, buffered", buffered);
     assert_counted("1,000 partitions of 300 rows, as batches", handed_over);
     // One row in each of 10,000: a topic keyed by request ids.
-    let [buffered, handed_over] = measure(10_000, 1);
+    let [buffered, handed_over] = measure(&schema, 10_000, 1);
     assert_counted("10,000 partitions of 1 row, buffered", buffered);
     assert_counted("10,000 partitions of 1 row, as batches", handed_over);
+
+    // A schema file's typed columns (a string and an integer) have builders of their own.
+    let typed = TopicSchema::from_toml(
+        "hdfs",
+        "[[columns]]\nname = \"component\"\ntype = \"string\"\n\
+         [[columns]]\nname = \"pid\"\ntype = \"int64\"\n",
+    )
+    .unwrap();
+    let [buffered, handed_over] = measure(&typed, 1_000, 300);
+    assert_counted(
+        "typed columns, 1,000 partitions of 300 rows, buffered",
+        buffered,
+    );
+    assert_counted(
+        "typed columns, 1,000 partitions of 300 rows, as batches",
+        handed_over,
+    );
 }
