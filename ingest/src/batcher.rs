@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::host_cap::{Admission, HostCap};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use loglake_lake::write::{sorted_order, PartitionRows};
+use loglake_lake::write::{flush_bytes_per_file, sorted_order, PartitionRows};
 use loglake_schemas::{
     file_arrow_schema, held_by_batch, Mapper, RejectedBuilder, RejectedRecord, Rejection, Row,
     RowBuilder, PARTITION_COLUMNS,
@@ -96,6 +96,9 @@ pub struct TopicBuffer {
     open_parts: usize,
     max_open_parts: usize,
     part_flush_bytes: usize,
+    /// Counted per partition opened: what its file will hold until the commit is done
+    /// ([`flush_bytes_per_file`]).
+    file_bytes: usize,
     host_cap: HostCap,
 }
 
@@ -108,6 +111,7 @@ impl TopicBuffer {
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
+            file_bytes: flush_bytes_per_file(file_arrow_schema(mapper.schema()).fields().len()),
             schema: file_arrow_schema(mapper.schema()),
             mapper,
             parts: FastMap::default(),
@@ -196,6 +200,8 @@ impl TopicBuffer {
                     row.partition_values(),
                 );
                 self.open_parts += 1;
+                // The file it becomes and its Add action, held until the commit is done.
+                self.bytes += self.file_bytes;
                 // Room for exactly this hour more: a `Vec` of these grows from none to
                 // four, and most hosts of a flush write one or two hours (a topic keyed by
                 // request ids: one each, 2.8 KiB of room apiece, 28 MiB over 10,000 hosts).
@@ -384,12 +390,14 @@ mod tests {
             assert_eq!(hours.capacity(), 1, "{host}: room for {}", hours.capacity());
             let builders: usize = hours.iter().map(|(_, p)| p.builder.held_bytes()).sum();
             // The map's key and value, the host's name, its entries and their builders
-            // (each entry holds its builder: counted once).
+            // (each entry holds its builder: counted once), and what each partition's file
+            // will hold until its commit is done.
             held += std::mem::size_of::<(String, Vec<(i64, PartBuffer)>)>()
                 + host.capacity()
                 + hours.capacity() * entry
                 + builders
-                - hours.len() * std::mem::size_of::<RowBuilder>();
+                - hours.len() * std::mem::size_of::<RowBuilder>()
+                + hours.len() * flush_bytes_per_file(buf.schema.fields().len());
         }
         assert!(buf.bytes() >= held, "counted {} of {held}", buf.bytes());
     }

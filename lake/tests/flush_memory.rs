@@ -1,0 +1,124 @@
+//! What a flush of many small files holds beyond its rows, measured by a counting allocator:
+//! each file's Add action and its share of the commit's working set stay within
+//! `flush_bytes_per_file`, which the ingest buffer counts against `memory_budget` for every
+//! partition it opens (a topic keyed by request ids flushes ten thousand one-row files).
+
+use cap::Cap;
+use loglake_lake::commit::{commit_with_progress, TxnUpdate};
+use loglake_lake::write::{
+    flush_bytes_per_file, sorted_order, write_partitions, writer_properties, PartitionRows,
+};
+use loglake_lake::{Lake, LakeConfig};
+use loglake_schemas::{
+    file_arrow_schema, table_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema,
+    PARTITION_COLUMNS,
+};
+
+#[global_allocator]
+static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
+
+const FILES: usize = 10_000;
+
+/// One record of host `host` with `extra` typed columns `c0`, `c1`, ...
+fn payload(host: &str, i: usize, extra: usize) -> String {
+    let columns: String = (0..extra)
+        .map(|c| format!(r#","c{c}":{}"#, i * 31 + c))
+        .collect();
+    format!(
+        r#"{{"ts":1767323045,"host":"{host}","level":"INFO","msg":"{i} dfs.DataNode$PacketResponder: Received block blk_{} of size 67108864 from /10.250.{}.{}","pid":{}{columns}}}"#,
+        i * 7919,
+        i % 256,
+        i % 200,
+        1000 + i % 50,
+    )
+}
+
+/// The rows of one host's one-row partition, as the ingest buffer hands them to the writer.
+fn partition(mapper: &Mapper, schema: &TopicSchema, host: &str, extra: usize) -> PartitionRows {
+    let text = payload(host, 0, extra);
+    let raw = RawRecord::keyless(text.as_bytes(), 0, 1_767_323_045_000_000);
+    let row = mapper.map(&raw).unwrap();
+    let mut builder = RowBuilder::new(file_arrow_schema(schema), schema, row.partition_values());
+    builder.append(&row);
+    let batches = builder.finish().unwrap();
+    let (h, d, hr) = builder.partition().clone();
+    PartitionRows {
+        values: PARTITION_COLUMNS
+            .iter()
+            .map(|c| c.to_string())
+            .zip([h, d, hr])
+            .collect(),
+        order: sorted_order(&batches, "timestamp").unwrap(),
+        batches,
+    }
+}
+
+/// Writes and commits [`FILES`] one-row files of a topic with `extra` typed columns; returns
+/// the files' column count and the most bytes a file held beyond its rows: its Add action
+/// once written, plus its share of the commit's peak over the commit's start.
+async fn bytes_per_file(extra: usize) -> (usize, usize) {
+    let toml: String = (0..extra)
+        .map(|c| format!("[[columns]]\nname = \"c{c}\"\ntype = \"int64\"\n"))
+        .collect();
+    let schema = TopicSchema::from_toml("t", &toml).unwrap();
+    let mapper = Mapper::new(&schema).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
+    let mut table = lake
+        .open_or_create("t", &table_arrow_schema(&schema), &PARTITION_COLUMNS)
+        .await
+        .unwrap();
+    let start = ALLOCATOR.allocated();
+    // Written 500 partitions at a time, so that the writes' peak stays below the commit's.
+    let mut adds = Vec::new();
+    for first in (0..FILES).step_by(500) {
+        let parts: Vec<_> = (first..first + 500)
+            .map(|h| {
+                partition(
+                    &mapper,
+                    &schema,
+                    &format!("{:032x}", h * 2_654_435_761),
+                    extra,
+                )
+            })
+            .collect();
+        let written = write_partitions(&table, parts, writer_properties(Some(0)), 128 << 20);
+        adds.extend(written.await.unwrap());
+    }
+    assert_eq!(adds.len(), FILES);
+    let before_commit = ALLOCATOR.allocated();
+    let txns = [TxnUpdate {
+        app_id: "loglake:g:0".into(),
+        expected: None,
+        version: FILES as i64 - 1,
+    }];
+    commit_with_progress(&mut table, adds, &txns, serde_json::Map::new())
+        .await
+        .unwrap();
+    // The peak since the process started: when the commit did not raise it, this is more
+    // than the commit took, never less.
+    let commit_peak = ALLOCATOR.max_allocated() - before_commit;
+    let held = (before_commit - start + commit_peak) / FILES;
+    eprintln!(
+        "{extra} typed columns: adds {} B a file, commit peak {} B a file over its start",
+        (before_commit - start) / FILES,
+        commit_peak / FILES,
+    );
+    (file_arrow_schema(&schema).fields().len(), held)
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_flush_of_many_small_files_holds_what_the_buffer_counted_for_them() {
+    // The narrow schema first: its peaks are below the wide one's, which is then measured
+    // with the process's peak raised by its own commit, not by an earlier one.
+    for extra in [0, 10] {
+        let (columns, held) = bytes_per_file(extra).await;
+        let counted = flush_bytes_per_file(columns);
+        eprintln!("{columns} columns: {held} B a file held, {counted} counted");
+        assert!(
+            held <= counted,
+            "a file of {columns} columns held {held} B until its commit was done; the \
+             buffer counts {counted}"
+        );
+    }
+}
