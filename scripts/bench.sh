@@ -4,7 +4,14 @@
 # BENCH_KINDS=file|s3|file,s3 (default) picks the lakes; BENCH_CODECS (default zstd,lz4) adds
 # one run per producer codec on the first lake kind, empty skips them; BENCH_KAFKA_OPTIONS
 # ("key=value,key=value") adds librdkafka settings to every ingest run, to compare tunings.
+# LOGLAKE_BIN=path runs that binary instead of building one: a copy kept from an earlier
+# commit, to compare two builds on the same stack and input.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
-build_loglake
+if [ -n "${LOGLAKE_BIN:-}" ]; then
+  [ -x "$LOGLAKE_BIN" ] || { log "LOGLAKE_BIN=$LOGLAKE_BIN is not an executable"; exit 1; }
+  export LOGLAKE_BIN
+else
+  build_loglake
+fi
 with_stack "$PY" "$ROOT/scripts/bench.py"
