@@ -203,21 +203,27 @@ pub async fn write_files(
 /// group's pages in memory, so with every partition's file open until the end, writing a
 /// buffer of twenty busy partitions took ~160 MiB on top of the buffer itself.
 const OPEN_INPUT_BYTES: usize = 32 << 20;
-/// Files [`write_partitions`] keeps open at most: an open file's writer costs ~170-250 KiB
-/// before its first row (column writers, dictionary interners, a zstd context), so a flush of
-/// 10,000 partitions of one row each (a topic keyed by request ids) peaked at 2.7 GiB with
-/// every file open, and 64 open files of a 1,000-host flush held 16 MiB outside the memory
-/// budget (jemalloc heap profile). Closing files more often costs nothing per file.
-const OPEN_FILES: usize = 16;
+/// Column writers [`write_partitions`] keeps open at most, over all its open files (16 files
+/// of the 7 columns of a topic without typed columns, 3 of 37): an open file's writer costs
+/// ~170-250 KiB before its first row (column writers, dictionary interners, a zstd context),
+/// so a flush of 10,000 partitions of one row each (a topic keyed by request ids) peaked at
+/// 2.7 GiB with every file open, and 64 open files of a 1,000-host flush held 16 MiB outside
+/// the memory budget (jemalloc heap profile). A dictionary-encoded column's writer alone
+/// holds ~77 KiB, so counting files was not enough: 16 open files of a schema with 30 typed
+/// columns held 39 MB. Closing files more often costs nothing per file.
+const OPEN_COLUMN_WRITERS: usize = 16 * 7;
 
-/// Partitions of fewer rows are written with Snappy, not zstd: parquet's zstd codec creates a
+/// Partitions of fewer rows are written with Snappy, not zstd, and without dictionaries:
+/// parquet's zstd codec creates a
 /// compressor and a decompressor per column writer, and each creation runs `cpuid`, which
 /// traps to the hypervisor on a virtual machine. On a topic of 1,000 hosts, whose flushes are
 /// thousands of files of a few hundred rows, creating them took 10 % of all ingest CPU (and
 /// their memory, for every open file); on a topic keyed by request ids, thousands of one-row
 /// files, 11 %. Snappy's codec is a table and no system call. Small files are what the
 /// compactor merges: it rewrites them with zstd (the codec differs, so it decodes them rather
-/// than copying their pages).
+/// than copying their pages). A dictionary saves little in a file of a few hundred rows,
+/// and its writer costs ~77 KiB a column before the first value: 200 one-row files of 37
+/// columns took 39.3 MB to write with dictionaries, 2.7 MB without.
 const SMALL_ROWS: usize = 1024;
 
 /// Bytes one written file holds beyond its rows from [`write_partitions`] to the end of its
@@ -237,7 +243,8 @@ pub fn flush_bytes_per_file(columns: usize) -> usize {
 /// batches go to the same file until it reaches `target_file_size`) and returns their Add
 /// actions, statistics included. Nothing is committed. The partition values are given, not
 /// read from constant columns, so no column of them is built or scanned. Files are closed
-/// once about [`OPEN_INPUT_BYTES`] of rows went into them or [`OPEN_FILES`] are open, so the
+/// once about [`OPEN_INPUT_BYTES`] of rows went into them or they hold
+/// [`OPEN_COLUMN_WRITERS`], so the
 /// memory this takes beyond `parts` is bounded however many partitions there are and
 /// however large they are.
 pub async fn write_partitions(
@@ -258,6 +265,7 @@ pub async fn write_partitions(
         .clone()
         .into_builder()
         .set_compression(Compression::SNAPPY)
+        .set_dictionary_enabled(false)
         .build();
     let (mut writer, partition_columns, columns) = writer_for(table, properties, target_file_size)?;
     let file_columns: arrow::datatypes::SchemaRef =
@@ -269,10 +277,11 @@ pub async fn write_partitions(
                 .cloned()
                 .collect::<Vec<_>>(),
         ));
+    let max_open_files = (OPEN_COLUMN_WRITERS / file_columns.fields().len().max(1)).max(1);
     let mut adds = Vec::new();
     let (mut open, mut open_files) = (0, 0);
     for part in parts {
-        if open >= OPEN_INPUT_BYTES || open_files >= OPEN_FILES {
+        if open >= OPEN_INPUT_BYTES || open_files >= max_open_files {
             adds.extend(writer.flush().await.map_err(delta)?);
             if let Some(small) = small.as_mut() {
                 adds.extend(small.flush().await.map_err(delta)?);

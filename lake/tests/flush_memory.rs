@@ -3,16 +3,14 @@
 //! `flush_bytes_per_file`, which the ingest buffer counts against `memory_budget` for every
 //! partition it opens (a topic keyed by request ids flushes ten thousand one-row files).
 
+mod common;
+
 use cap::Cap;
+use common::{partition_rows, typed_schema};
 use loglake_lake::commit::{commit_with_progress, TxnUpdate};
-use loglake_lake::write::{
-    flush_bytes_per_file, sorted_order, write_partitions, writer_properties, PartitionRows,
-};
+use loglake_lake::write::{flush_bytes_per_file, write_partitions, writer_properties};
 use loglake_lake::{Lake, LakeConfig};
-use loglake_schemas::{
-    file_arrow_schema, table_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema,
-    PARTITION_COLUMNS,
-};
+use loglake_schemas::{file_arrow_schema, table_arrow_schema, Mapper, PARTITION_COLUMNS};
 
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
@@ -33,34 +31,11 @@ fn payload(host: &str, i: usize, extra: usize) -> String {
     )
 }
 
-/// The rows of one host's one-row partition, as the ingest buffer hands them to the writer.
-fn partition(mapper: &Mapper, schema: &TopicSchema, host: &str, extra: usize) -> PartitionRows {
-    let text = payload(host, 0, extra);
-    let raw = RawRecord::keyless(text.as_bytes(), 0, 1_767_323_045_000_000);
-    let row = mapper.map(&raw).unwrap();
-    let mut builder = RowBuilder::new(file_arrow_schema(schema), schema, row.partition_values());
-    builder.append(&row);
-    let batches = builder.finish().unwrap();
-    let (h, d, hr) = builder.partition().clone();
-    PartitionRows {
-        values: PARTITION_COLUMNS
-            .iter()
-            .map(|c| c.to_string())
-            .zip([h, d, hr])
-            .collect(),
-        order: sorted_order(&batches, "timestamp").unwrap(),
-        batches,
-    }
-}
-
 /// Writes and commits [`FILES`] one-row files of a topic with `extra` typed columns; returns
 /// the files' column count and the most bytes a file held beyond its rows: its Add action
 /// once written, plus its share of the commit's peak over the commit's start.
 async fn bytes_per_file(extra: usize) -> (usize, usize) {
-    let toml: String = (0..extra)
-        .map(|c| format!("[[columns]]\nname = \"c{c}\"\ntype = \"int64\"\n"))
-        .collect();
-    let schema = TopicSchema::from_toml("t", &toml).unwrap();
+    let schema = typed_schema(extra);
     let mapper = Mapper::new(&schema).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
@@ -74,12 +49,8 @@ async fn bytes_per_file(extra: usize) -> (usize, usize) {
     for first in (0..FILES).step_by(500) {
         let parts: Vec<_> = (first..first + 500)
             .map(|h| {
-                partition(
-                    &mapper,
-                    &schema,
-                    &format!("{:032x}", h * 2_654_435_761),
-                    extra,
-                )
+                let host = format!("{:032x}", h * 2_654_435_761);
+                partition_rows(&mapper, [payload(&host, 0, extra)])
             })
             .collect();
         let written = write_partitions(&table, parts, writer_properties(Some(0)), 128 << 20);
