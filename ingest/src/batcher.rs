@@ -90,6 +90,9 @@ pub struct TopicBuffer {
     bytes: usize,
     /// The part of `bytes` that quarantined records added.
     rejected_bytes: usize,
+    /// The part of `bytes` that is not a partition's buffers: host entries, and what each
+    /// partition's file will hold until its commit.
+    overhead_bytes: usize,
     /// (host, hour) partitions open now, and the cap: new hosts per hour of the worker's
     /// clock (remembered across flushes in `host_cap`); a flush holds at most twice as many
     /// partitions.
@@ -106,13 +109,14 @@ impl TopicBuffer {
     /// `max_open_parts`: distinct hosts the topic may write per hour (past it, a new host's
     /// rows go to [`OVERFLOW_HOST`]), and half the partitions at which the topic must flush.
     pub fn new(mapper: Mapper, max_open_parts: usize) -> Self {
+        let schema = file_arrow_schema(mapper.schema());
         Self {
             host_cap: HostCap::new(max_open_parts),
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
-            file_bytes: flush_bytes_per_file(file_arrow_schema(mapper.schema()).fields().len()),
-            schema: file_arrow_schema(mapper.schema()),
+            file_bytes: flush_bytes_per_file(&schema),
+            schema,
             mapper,
             parts: FastMap::default(),
             rejected: RejectedBuilder::default(),
@@ -122,6 +126,7 @@ impl TopicBuffer {
             oldest: None,
             bytes: 0,
             rejected_bytes: 0,
+            overhead_bytes: 0,
         }
     }
 
@@ -129,9 +134,16 @@ impl TopicBuffer {
         &self.mapper
     }
 
-    /// Bytes held (rows and quarantined records).
+    /// Bytes held, what the memory budget counts: the partitions' buffers, the host entries,
+    /// what each partition's file will hold until its commit, and the quarantined records.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Bytes of the partitions' buffers alone: the rows as Arrow holds them, against which
+    /// the size of the files they become is measured.
+    pub fn rows_bytes(&self) -> usize {
+        self.bytes - self.rejected_bytes - self.overhead_bytes
     }
 
     /// When the oldest record still buffered arrived.
@@ -188,6 +200,7 @@ impl TopicBuffer {
             None => {
                 // The host's entry in `parts`, counted like a buffer.
                 self.bytes += row.host.len() + HOST_ENTRY_BYTES;
+                self.overhead_bytes += row.host.len() + HOST_ENTRY_BYTES;
                 self.parts.entry(row.host.to_string()).or_default()
             }
         };
@@ -202,6 +215,7 @@ impl TopicBuffer {
                 self.open_parts += 1;
                 // The file it becomes and its Add action, held until the commit is done.
                 self.bytes += self.file_bytes;
+                self.overhead_bytes += self.file_bytes;
                 // Room for exactly this hour more: a `Vec` of these grows from none to
                 // four, and most hosts of a flush write one or two hours (a topic keyed by
                 // request ids: one each, 2.8 KiB of room apiece, 28 MiB over 10,000 hosts).
@@ -351,6 +365,7 @@ impl TopicBuffer {
         self.oldest = None;
         self.bytes = 0;
         self.rejected_bytes = 0;
+        self.overhead_bytes = 0;
     }
 }
 
@@ -385,10 +400,11 @@ mod tests {
             buf.push_row(&mut row(&mapper, i, payload.as_bytes()));
         }
         let entry = std::mem::size_of::<(i64, PartBuffer)>();
-        let mut held = 0;
+        let (mut held, mut rows) = (0, 0);
         for (host, hours) in &buf.parts {
             assert_eq!(hours.capacity(), 1, "{host}: room for {}", hours.capacity());
             let builders: usize = hours.iter().map(|(_, p)| p.builder.held_bytes()).sum();
+            rows += builders;
             // The map's key and value, the host's name, its entries and their builders
             // (each entry holds its builder: counted once), and what each partition's file
             // will hold until its commit is done.
@@ -397,9 +413,11 @@ mod tests {
                 + hours.capacity() * entry
                 + builders
                 - hours.len() * std::mem::size_of::<RowBuilder>()
-                + hours.len() * flush_bytes_per_file(buf.schema.fields().len());
+                + hours.len() * flush_bytes_per_file(&buf.schema);
         }
         assert!(buf.bytes() >= held, "counted {} of {held}", buf.bytes());
+        // What file sizes are predicted from: the rows' buffers, nothing else.
+        assert_eq!(buf.rows_bytes(), rows);
     }
 
     #[test]

@@ -114,7 +114,7 @@ impl Worker {
         }
 
         let state = self.topics.get_mut(topic).expect("checked above");
-        let buffered = state.buffer.bytes();
+        let buffered = state.buffer.rows_bytes();
         let parts = state.buffer.data_batches().map_err(arrow_err)?;
         let rows: usize = parts
             .iter()

@@ -1,11 +1,11 @@
 //! Parquet written to be read: zstd (Snappy for partitions of under 1,024 rows, where zstd's
 //! contexts cost more than it saves before the compactor merges them), dictionaries where
-//! values repeat, page-level statistics and page index (none for free text), rows sorted by
+//! values repeat (not in those small files, where a dictionary's writer costs more), page-level statistics and page index (none for free text), rows sorted by
 //! event time, bounded row groups; Delta statistics on every Add.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, SortOptions};
-use arrow::datatypes::TimestampMicrosecondType;
+use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -22,10 +22,14 @@ use crate::error::LakeError;
 /// a reader's predicate on `timestamp` skips most of a file.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 
+/// Free-text columns written without min/max statistics: they prune nothing and cost a
+/// comparison per value (and a Delta Add would carry them too).
+const NO_STATISTICS: [&str; 2] = ["message", "attributes"];
+
 /// Writer properties for loglake tables. `sorted_by` is the index (in the file schema,
 /// partition columns excluded) of the column the rows are sorted by, if any.
 pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("1 is a valid zstd level"),
         ))
@@ -37,9 +41,6 @@ pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
         .set_column_dictionary_enabled(ColumnPath::from("attributes"), false)
         .set_column_dictionary_enabled(ColumnPath::from("_kafka_offset"), false)
         .set_column_dictionary_enabled(ColumnPath::from("_kafka_timestamp"), false)
-        // Min/max of free text prunes nothing and costs a comparison per value.
-        .set_column_statistics_enabled(ColumnPath::from("message"), EnabledStatistics::None)
-        .set_column_statistics_enabled(ColumnPath::from("attributes"), EnabledStatistics::None)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_sorting_columns(sorted_by.map(|i| {
@@ -48,8 +49,12 @@ pub fn writer_properties(sorted_by: Option<usize>) -> WriterProperties {
                 descending: false,
                 nulls_first: false,
             }]
-        }))
-        .build()
+        }));
+    for column in NO_STATISTICS {
+        builder = builder
+            .set_column_statistics_enabled(ColumnPath::from(column), EnabledStatistics::None);
+    }
+    builder.build()
 }
 
 /// True when `values` is a non-null timestamp column in ascending order.
@@ -227,16 +232,34 @@ const OPEN_COLUMN_WRITERS: usize = 16 * 7;
 const SMALL_ROWS: usize = 1024;
 
 /// Bytes one written file holds beyond its rows from [`write_partitions`] to the end of its
-/// commit, for a file of `columns` columns: its Add action (path, partition values, the
-/// statistics as JSON, of at most 32 columns, delta-rs's default) and its share of the
-/// commit's working set (the actions serialised into the log entry). A buffer counts this
-/// per partition it opens, so that a flush of thousands of small partitions fits in the
-/// memory budget with its commit: ten thousand one-row files (a topic keyed by request ids)
-/// held 33 MB for this alone, twenty thousand (a flush at twice the cap of open partitions)
-/// 66 MB. Measured by `lake/tests/flush_memory.rs`: 3,297 bytes a file with 7 columns,
-/// 5,103 with 17; this gives about a tenth more.
-pub fn flush_bytes_per_file(columns: usize) -> usize {
-    2_304 + 192 * columns.min(32)
+/// commit, for a file of the columns `file_columns`: its Add action (path, partition values,
+/// the statistics as JSON) and its share of the commit's working set (the actions serialised
+/// into the log entry). A buffer counts this per partition it opens, so that a flush of
+/// thousands of small partitions fits in the memory budget with its commit: ten thousand
+/// one-row files (a topic keyed by request ids) held 33 MB for this alone, twenty thousand
+/// (a flush at twice the cap of open partitions) 66 MB.
+///
+/// Statistics cover the first 32 columns (delta-rs's default); a text column's min and max
+/// are up to 64 bytes each (parquet's truncation), so it costs four times a number's.
+/// Measured by `lake/tests/flush_memory.rs`: 3,297 bytes a file with the 7 columns of a topic
+/// without typed columns (this counts 4,224), 5,103 with 10 more int64 ones (6,144), 22,720
+/// with 30 more text ones of 80 characters (25,728).
+pub fn flush_bytes_per_file(file_columns: &Schema) -> usize {
+    let column = |f: &arrow::datatypes::FieldRef| match f.data_type() {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            if !NO_STATISTICS.contains(&f.name().as_str()) =>
+        {
+            768
+        }
+        _ => 192,
+    };
+    2_304
+        + file_columns
+            .fields()
+            .iter()
+            .take(32)
+            .map(column)
+            .sum::<usize>()
 }
 
 /// Writes the rows of each partition in `parts` as new data files of `table` (a partition's
@@ -244,7 +267,7 @@ pub fn flush_bytes_per_file(columns: usize) -> usize {
 /// actions, statistics included. Nothing is committed. The partition values are given, not
 /// read from constant columns, so no column of them is built or scanned. Files are closed
 /// once about [`OPEN_INPUT_BYTES`] of rows went into them or they hold
-/// [`OPEN_COLUMN_WRITERS`], so the
+/// [`OPEN_COLUMN_WRITERS`] (one file is open however many columns it has), so the
 /// memory this takes beyond `parts` is bounded however many partitions there are and
 /// however large they are.
 pub async fn write_partitions(

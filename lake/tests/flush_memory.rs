@@ -15,12 +15,18 @@ use loglake_schemas::{file_arrow_schema, table_arrow_schema, Mapper, PARTITION_C
 #[global_allocator]
 static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::MAX);
 
-const FILES: usize = 10_000;
+/// Typed columns of a test topic: how many, and their type.
+#[derive(Clone, Copy)]
+struct Typed(usize, &'static str);
 
-/// One record of host `host` with `extra` typed columns `c0`, `c1`, ...
-fn payload(host: &str, i: usize, extra: usize) -> String {
-    let columns: String = (0..extra)
-        .map(|c| format!(r#","c{c}":{}"#, i * 31 + c))
+/// One record of host `host` with the `typed` columns `c0`, `c1`, ... (text values longer
+/// than the 32-character prefix statistics keep, numbers otherwise).
+fn payload(host: &str, i: usize, typed: Typed) -> String {
+    let columns: String = (0..typed.0)
+        .map(|c| match typed.1 {
+            "string" => format!(r#","c{c}":"{host}/{c}/{i}/{}""#, "x".repeat(40)),
+            _ => format!(r#","c{c}":{}"#, i * 31 + c),
+        })
         .collect();
     format!(
         r#"{{"ts":1767323045,"host":"{host}","level":"INFO","msg":"{i} dfs.DataNode$PacketResponder: Received block blk_{} of size 67108864 from /10.250.{}.{}","pid":{}{columns}}}"#,
@@ -31,11 +37,11 @@ fn payload(host: &str, i: usize, extra: usize) -> String {
     )
 }
 
-/// Writes and commits [`FILES`] one-row files of a topic with `extra` typed columns; returns
-/// the files' column count and the most bytes a file held beyond its rows: its Add action
+/// Writes and commits `files` one-row files of a topic with `typed` columns; returns
+/// what a buffer counts for each and the most bytes a file held beyond its rows: its Add action
 /// once written, plus its share of the commit's peak over the commit's start.
-async fn bytes_per_file(extra: usize) -> (usize, usize) {
-    let schema = typed_schema(extra);
+async fn bytes_per_file(typed: Typed, files: usize) -> (usize, usize) {
+    let schema = typed_schema(typed.0, typed.1);
     let mapper = Mapper::new(&schema).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lake = Lake::connect(&LakeConfig::local(dir.path())).await.unwrap();
@@ -46,22 +52,22 @@ async fn bytes_per_file(extra: usize) -> (usize, usize) {
     let start = ALLOCATOR.allocated();
     // Written 500 partitions at a time, so that the writes' peak stays below the commit's.
     let mut adds = Vec::new();
-    for first in (0..FILES).step_by(500) {
+    for first in (0..files).step_by(500) {
         let parts: Vec<_> = (first..first + 500)
             .map(|h| {
                 let host = format!("{:032x}", h * 2_654_435_761);
-                partition_rows(&mapper, [payload(&host, 0, extra)])
+                partition_rows(&mapper, [payload(&host, 0, typed)])
             })
             .collect();
         let written = write_partitions(&table, parts, writer_properties(Some(0)), 128 << 20);
         adds.extend(written.await.unwrap());
     }
-    assert_eq!(adds.len(), FILES);
+    assert_eq!(adds.len(), files);
     let before_commit = ALLOCATOR.allocated();
     let txns = [TxnUpdate {
         app_id: "loglake:g:0".into(),
         expected: None,
-        version: FILES as i64 - 1,
+        version: files as i64 - 1,
     }];
     commit_with_progress(&mut table, adds, &txns, serde_json::Map::new())
         .await
@@ -69,27 +75,35 @@ async fn bytes_per_file(extra: usize) -> (usize, usize) {
     // The peak since the process started: when the commit did not raise it, this is more
     // than the commit took, never less.
     let commit_peak = ALLOCATOR.max_allocated() - before_commit;
-    let held = (before_commit - start + commit_peak) / FILES;
+    let held = (before_commit - start + commit_peak) / files;
     eprintln!(
-        "{extra} typed columns: adds {} B a file, commit peak {} B a file over its start",
-        (before_commit - start) / FILES,
-        commit_peak / FILES,
+        "{} typed {} columns: adds {} B a file, commit peak {} B a file over its start",
+        typed.0,
+        typed.1,
+        (before_commit - start) / files,
+        commit_peak / files,
     );
-    (file_arrow_schema(&schema).fields().len(), held)
+    (flush_bytes_per_file(&file_arrow_schema(&schema)), held)
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_flush_of_many_small_files_holds_what_the_buffer_counted_for_them() {
-    // The narrow schema first: its peaks are below the wide one's, which is then measured
-    // with the process's peak raised by its own commit, not by an earlier one.
-    for extra in [0, 10] {
-        let (columns, held) = bytes_per_file(extra).await;
-        let counted = flush_bytes_per_file(columns);
-        eprintln!("{columns} columns: {held} B a file held, {counted} counted");
+    // The narrow schemas first: their peaks are below the wide ones', which are then
+    // measured with the process's peak raised by their own commit, not by an earlier one.
+    // Ten thousand files, as a flush of a topic keyed by request ids; fewer of the widest.
+    let shapes = [
+        (Typed(0, "int64"), 10_000),
+        (Typed(10, "int64"), 10_000),
+        (Typed(30, "string"), 3_000),
+    ];
+    for (typed, files) in shapes {
+        let (counted, held) = bytes_per_file(typed, files).await;
+        let columns = format!("7 + {} {} columns", typed.0, typed.1);
+        eprintln!("{columns}: {held} B a file held, {counted} counted");
         assert!(
             held <= counted,
-            "a file of {columns} columns held {held} B until its commit was done; the \
-             buffer counts {counted}"
+            "a file of {columns} held {held} B until its commit was done; the buffer \
+             counts {counted}"
         );
     }
 }

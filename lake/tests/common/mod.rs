@@ -6,10 +6,11 @@ use loglake_schemas::{
     file_arrow_schema, Mapper, RawRecord, RowBuilder, TopicSchema, PARTITION_COLUMNS,
 };
 
-/// A topic schema with `typed` int64 columns `c0`, `c1`, ...
-pub fn typed_schema(typed: usize) -> TopicSchema {
+/// A topic schema with `typed` columns `c0`, `c1`, ... of type `column_type` (`int64`,
+/// `string`, ...).
+pub fn typed_schema(typed: usize, column_type: &str) -> TopicSchema {
     let toml: String = (0..typed)
-        .map(|c| format!("[[columns]]\nname = \"c{c}\"\ntype = \"int64\"\n"))
+        .map(|c| format!("[[columns]]\nname = \"c{c}\"\ntype = \"{column_type}\"\n"))
         .collect();
     TopicSchema::from_toml("t", &toml).unwrap()
 }
