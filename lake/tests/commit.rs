@@ -575,3 +575,47 @@ async fn partitions_are_written_from_their_values_in_bounded_rounds() {
         "{err}: {reason:?}"
     );
 }
+
+/// On a local directory an append handle refreshes by reading the commits after its own
+/// until one is missing (a directory listing walks the whole log). A missing next commit
+/// means "current" only while the handle's own commit is still there: log cleanup that
+/// took both while the handle idled must not leave it committing over newer versions.
+#[tokio::test]
+async fn a_handle_idle_past_log_cleanup_reloads_rather_than_commit_over_newer_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, mut a) = new_table(dir.path()).await;
+    let mut t = loaded(&lake).await;
+    let idle_at = a.version();
+    for v in 1..=6 {
+        foreign_commit(&mut t, &[txn(Some(v - 1).filter(|&e| e > 0), v)]).await;
+    }
+    a.refresh().await.unwrap();
+    assert_eq!((a.version(), a.txns()["loglake:g:0"]), (idle_at + 6, 6));
+
+    // Idle again at version 6 while others commit and cleanup expires everything before a
+    // checkpoint at 10: the handle's own commit and the ones after it are gone.
+    for v in 7..=10 {
+        foreign_commit(&mut t, &[txn(Some(v - 1), v)]).await;
+    }
+    deltalake::checkpoints::create_checkpoint(&t, None)
+        .await
+        .unwrap();
+    let log = dir.path().join("t/_delta_log");
+    for version in 0..t.version().unwrap() {
+        std::fs::remove_file(log.join(format!("{version:020}.json"))).unwrap();
+    }
+    a.refresh().await.unwrap();
+    assert_eq!((a.version(), a.txns()["loglake:g:0"]), (idle_at + 10, 10));
+    // And it appends after them.
+    let next = TxnUpdate {
+        app_id: "loglake:g:0".into(),
+        expected: Some(10),
+        version: 11,
+    };
+    let v = commit_with_progress(&mut a, vec![], &[next], Default::default())
+        .await
+        .unwrap();
+    assert_eq!(v, idle_at + 11);
+    t.update_incremental(None).await.unwrap();
+    assert_eq!(all_txns(&t).await.unwrap()["loglake:g:0"], 11);
+}
