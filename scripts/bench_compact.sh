@@ -6,5 +6,5 @@
 # before/after and query times before/after.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
-build_loglake
+bench_loglake
 with_stack "$PY" "$ROOT/scripts/bench_compact.py"

@@ -6,5 +6,5 @@
 # default 100), BENCH_REPEAT (default 5; the median is printed).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
-build_loglake
+bench_loglake
 "$PY" "$ROOT/scripts/bench_query.py"

@@ -4,5 +4,5 @@
 # RSS per phase.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
-build_loglake
+bench_loglake
 with_stack "$PY" "$ROOT/scripts/bench_topics.py"

@@ -93,6 +93,17 @@ build_loglake() {
   export LOGLAKE_BIN
 }
 
+# For benchmarks: LOGLAKE_BIN=path runs that binary (a copy kept from an earlier commit, to
+# compare two builds on the same stack and input); otherwise the project's is built.
+bench_loglake() {
+  if [ -n "${LOGLAKE_BIN:-}" ]; then
+    [ -x "$LOGLAKE_BIN" ] || { log "LOGLAKE_BIN=$LOGLAKE_BIN is not an executable"; exit 1; }
+    export LOGLAKE_BIN
+  else
+    build_loglake
+  fi
+}
+
 # Runs "$@" with a fresh local stack (broker + S3) in a temporary directory, its environment
 # exported, and stops the stack afterwards (benchmarks).
 with_stack() {

@@ -5,10 +5,5 @@
 # a binary kept from another commit.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
-if [ -n "${LOGLAKE_BIN:-}" ]; then
-  [ -x "$LOGLAKE_BIN" ] || { log "LOGLAKE_BIN=$LOGLAKE_BIN is not an executable"; exit 1; }
-  export LOGLAKE_BIN
-else
-  build_loglake
-fi
+bench_loglake
 with_stack "$PY" "$ROOT/scripts/rss_trace.py"

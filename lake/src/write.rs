@@ -1,11 +1,12 @@
 //! Parquet written to be read: zstd (Snappy for partitions of under 1,024 rows, where zstd's
 //! contexts cost more than it saves before the compactor merges them), dictionaries where
-//! values repeat (not in those small files, where a dictionary's writer costs more), page-level statistics and page index (none for free text), rows sorted by
-//! event time, bounded row groups; Delta statistics on every Add.
+//! values repeat (not in those small files, where a dictionary's writer costs more),
+//! page-level statistics and page index (none for free text), rows sorted by event time,
+//! bounded row groups; Delta statistics on every Add.
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, SortOptions};
-use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, FieldRef, Schema, TimestampMicrosecondType};
 use delta_kernel::expressions::Scalar;
 use deltalake::kernel::Add;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
@@ -219,9 +220,8 @@ const OPEN_INPUT_BYTES: usize = 32 << 20;
 const OPEN_COLUMN_WRITERS: usize = 16 * 7;
 
 /// Partitions of fewer rows are written with Snappy, not zstd, and without dictionaries:
-/// parquet's zstd codec creates a
-/// compressor and a decompressor per column writer, and each creation runs `cpuid`, which
-/// traps to the hypervisor on a virtual machine. On a topic of 1,000 hosts, whose flushes are
+/// parquet's zstd codec creates a compressor and a decompressor per column writer, and each
+/// creation runs `cpuid`, which traps to the hypervisor on a virtual machine. On a topic of 1,000 hosts, whose flushes are
 /// thousands of files of a few hundred rows, creating them took 10 % of all ingest CPU (and
 /// their memory, for every open file); on a topic keyed by request ids, thousands of one-row
 /// files, 11 %. Snappy's codec is a table and no system call. Small files are what the
@@ -231,6 +231,10 @@ const OPEN_COLUMN_WRITERS: usize = 16 * 7;
 /// columns took 39.3 MB to write with dictionaries, 2.7 MB without.
 const SMALL_ROWS: usize = 1024;
 
+/// Columns whose statistics an Add carries: delta-rs's default for
+/// `delta.dataSkippingNumIndexedCols`, which loglake's tables leave unset.
+const STATS_COLUMNS: usize = 32;
+
 /// Bytes one written file holds beyond its rows from [`write_partitions`] to the end of its
 /// commit, for a file of the columns `file_columns`: its Add action (path, partition values,
 /// the statistics as JSON) and its share of the commit's working set (the actions serialised
@@ -239,13 +243,13 @@ const SMALL_ROWS: usize = 1024;
 /// one-row files (a topic keyed by request ids) held 33 MB for this alone, twenty thousand
 /// (a flush at twice the cap of open partitions) 66 MB.
 ///
-/// Statistics cover the first 32 columns (delta-rs's default); a text column's min and max
+/// Statistics cover the first [`STATS_COLUMNS`] columns; a text column's min and max
 /// are up to 64 bytes each (parquet's truncation), so it costs four times a number's.
 /// Measured by `lake/tests/flush_memory.rs`: 3,297 bytes a file with the 7 columns of a topic
 /// without typed columns (this counts 4,224), 5,103 with 10 more int64 ones (6,144), 22,720
 /// with 30 more text ones of 80 characters (25,728).
 pub fn flush_bytes_per_file(file_columns: &Schema) -> usize {
-    let column = |f: &arrow::datatypes::FieldRef| match f.data_type() {
+    let column = |f: &FieldRef| match f.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             if !NO_STATISTICS.contains(&f.name().as_str()) =>
         {
@@ -257,7 +261,7 @@ pub fn flush_bytes_per_file(file_columns: &Schema) -> usize {
         + file_columns
             .fields()
             .iter()
-            .take(32)
+            .take(STATS_COLUMNS)
             .map(column)
             .sum::<usize>()
 }
