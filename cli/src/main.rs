@@ -15,13 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Override;
 
-/// jemalloc for the whole process, librdkafka and zstd included (the unprefixed `malloc`
-/// interposes glibc's, as an `LD_PRELOAD` would). glibc's allocator handed the memory of each
-/// flush's Arrow buffers, and of librdkafka's per-message ops freed on another thread, back to
-/// the kernel only to fault it in again: a fifth of ingest CPU per MB. See ARCHITECTURE.md,
-/// "Choices made here".
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+// The process's allocator (jemalloc): a crate of its own so that it is built optimised.
+use loglake_allocator as _;
 
 /// delta-rs and its kernel narrate every snapshot at INFO: keep them to warnings by default.
 const DEFAULT_LOG: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_aws=warn,buoyant_kernel=warn,delta_kernel=warn";
