@@ -29,6 +29,8 @@ use std::path::{Component, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+use futures::FutureExt as _;
 use loglake_ingest::{KafkaConfig, TokenSource};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -42,7 +44,18 @@ use crate::ship::Event;
 
 /// Runs the agent until `shutdown`: then it stops reading, waits for the broker to
 /// acknowledge what was sent (at most `shutdown_grace`), writes the positions and returns.
-pub async fn run(
+///
+/// Boxed here so that the agent's loop is compiled in this (optimised) crate, not in the
+/// binary's, which polls it: see `loglake_ingest::run`.
+pub fn run(
+    kafka: KafkaConfig,
+    config: AgentConfig,
+    shutdown: CancellationToken,
+) -> BoxFuture<'static, Result<(), AgentError>> {
+    run_agent(kafka, config, shutdown).boxed()
+}
+
+async fn run_agent(
     kafka: KafkaConfig,
     config: AgentConfig,
     shutdown: CancellationToken,

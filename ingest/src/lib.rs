@@ -44,6 +44,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::LocalBoxFuture;
 use futures::{FutureExt as _, StreamExt as _};
 use loglake_lake::Lake;
 use loglake_schemas::SchemaSet;
@@ -58,7 +59,22 @@ pub use metrics::Metrics;
 
 /// Runs one ingest worker until `shutdown` is cancelled, then flushes and commits what it
 /// holds (within `shutdown_grace`) and leaves the consumer group.
-pub async fn run(
+///
+/// The future comes boxed from this crate so that its state machine, the main loop's and
+/// every future it awaits are compiled here, optimised: an `async fn`'s body is compiled in
+/// the crate that polls it, and the binary's crate is built without optimisation (its
+/// unoptimised copy of this loop cost ~5 % of ingest CPU; ARCHITECTURE.md, choices).
+pub fn run(
+    kafka: KafkaConfig,
+    config: IngestConfig,
+    lake: Lake,
+    schemas: SchemaSet,
+    shutdown: CancellationToken,
+) -> LocalBoxFuture<'static, Result<(), IngestError>> {
+    run_worker(kafka, config, lake, schemas, shutdown).boxed_local()
+}
+
+async fn run_worker(
     kafka: KafkaConfig,
     config: IngestConfig,
     lake: Lake,
