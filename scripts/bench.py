@@ -12,6 +12,12 @@ A peer runs in the same pass on the same records: DuckDB converting the NDJSON t
 `1000,uuid`) adds a run per host shape on the first lake kind: 1,000 distinct hosts, and a
 topic keyed by UUIDs with no host field; the table shows each local run's data files per flush
 (commit). Output: one JSON object per line, then a table.
+
+To compare builds: BENCH_BINS=a,b (paths of kept `loglake` binaries) runs every shape with each
+of them in turn on the same stack and the same fed topic (a consumer group per run), and
+BENCH_ROUNDS=N repeats that N times, DuckDB once per round; the table then names the build of
+each line and rates every line against the median DuckDB figure. One build's figure moves by
+up to a third between runs on a shared machine, so only interleaved runs compare.
 """
 import json
 import os
@@ -25,6 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = os.environ["LOGLAKE_BIN"]
+BINS = [b for b in os.environ.get("BENCH_BINS", "").split(",") if b] or [BIN]
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "1"))
 BROKERS = os.environ["LOGLAKE_KAFKA_BROKERS"]
 S3 = os.environ["LOGLAKE_S3_ENDPOINT"]
 REPEAT = int(os.environ.get("BENCH_REPEAT", "40"))
@@ -105,7 +113,7 @@ def files_per_flush(where):
     return (round(sum(counts) / len(counts), 1), max(counts)) if counts else (0, 0)
 
 
-def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
+def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None, binary=BIN):
     lake_id = uuid.uuid4().hex[:8]
     if kind == "file":
         url, where = f"file://{tmp}/lake-{lake_id}", f"{tmp}/lake-{lake_id}"
@@ -118,7 +126,7 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "LOGLAKE_"))}
     log = open(Path(tmp) / f"ingest-{lake_id}.log", "w")
     t0 = time.time()
-    p = subprocess.Popen([BIN, "ingest", "--config", str(cfg), "--log", "warn"], env=env, stderr=log)
+    p = subprocess.Popen([binary, "ingest", "--config", str(cfg), "--log", "warn"], env=env, stderr=log)
     table = topic.replace("-", "_")
     cpu = hwm = 0.0
     while True:
@@ -126,7 +134,7 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
         if p.poll() is not None:
             sys.exit(f"ingest exited early: see {log.name}")
         cpu, hwm = proc_cpu(p.pid), proc_hwm_mib(p.pid)
-        q = subprocess.run([BIN, "query", "--config", str(cfg), "--log", "error", "--format", "csv",
+        q = subprocess.run([binary, "query", "--config", str(cfg), "--log", "error", "--format", "csv",
                             f"SELECT count(*) FROM {table}"], env=env, capture_output=True, text=True)
         if q.returncode == 0 and q.stdout.split()[-1] == str(records):
             break
@@ -141,8 +149,9 @@ def run_ingest(kind, codec, topic, records, raw_bytes, tmp, hosts=None):
     stored = stored_bytes(kind, where)
     shape = f", {hosts} hosts" if hosts and hosts != "uuid" else ", UUID keys as hosts" if hosts else ""
     mean_files, max_files = files_per_flush(where) if kind == "file" else (None, None)
+    build = f" [{Path(binary).name}]" if len(BINS) > 1 else ""
     return {
-        "system": f"loglake ingest ({kind} lake{'' if codec == 'none' else f', {codec} producer'}{shape})",
+        "system": f"loglake ingest ({kind} lake{'' if codec == 'none' else f', {codec} producer'}{shape}){build}",
         "files_per_flush_mean": mean_files, "files_per_flush_max": max_files,
         "compression": codec, "records": records, "raw_mb": round(raw_bytes / 1e6, 1),
         "wall_s": round(wall, 2), "records_per_s": round(records / wall), "cpu_s": round(cpu, 2),
@@ -186,16 +195,22 @@ def main():
         fed = feed(topic, None if dump else str(Path(tmp) / f"{topic}.ndjson"), codec, hosts)
         if not dump:
             dump, dumped = str(Path(tmp) / f"{topic}.ndjson"), fed
-        results.append(run_ingest(kind, codec, topic, fed["records"], fed["bytes"], tmp, hosts))
+        for _ in range(ROUNDS):
+            for binary in BINS:
+                results.append(run_ingest(kind, codec, topic, fed["records"], fed["bytes"], tmp, hosts, binary))
+                print(json.dumps(results[-1]), flush=True)
+    peers = []
+    for _ in range(ROUNDS):
+        results.append(run_duckdb(dump, dumped["records"], dumped["bytes"], tmp))
+        peers.append(results[-1]["mb_per_cpu_s"])
         print(json.dumps(results[-1]), flush=True)
-    results.append(run_duckdb(dump, dumped["records"], dumped["bytes"], tmp))
-    print(json.dumps(results[-1]), flush=True)
-    peer = results[-1]["mb_per_cpu_s"]
+    peer = sorted(peers)[len(peers) // 2]
+    width = max(56, *(len(r["system"]) for r in results))
     print()
-    print(f"{'system':56} {'rec/s':>9} {'MB/cpu-s':>9} {'vs peer':>8} {'RSS MiB':>8} {'stored %':>9} {'files/flush':>12}")
+    print(f"{'system':{width}} {'rec/s':>9} {'MB/cpu-s':>9} {'vs peer':>8} {'RSS MiB':>8} {'stored %':>9} {'files/flush':>12}")
     for r in results:
         files = "" if r.get("files_per_flush_mean") is None else f"{r['files_per_flush_mean']} (max {r['files_per_flush_max']})"
-        print(f"{r['system']:56} {r['records_per_s']:>9} {r['mb_per_cpu_s']:>9} {r['mb_per_cpu_s'] / peer:>7.2f}x "
+        print(f"{r['system']:{width}} {r['records_per_s']:>9} {r['mb_per_cpu_s']:>9} {r['mb_per_cpu_s'] / peer:>7.2f}x "
               f"{r['peak_rss_mib']:>8} {r['stored_pct_of_raw']:>8}% {files:>12}")
     print(f"(RSS limit: memory_budget + 128 = {BUDGET_MIB + 128} MiB)")
 

@@ -5,7 +5,8 @@
 # one run per producer codec on the first lake kind, empty skips them; BENCH_KAFKA_OPTIONS
 # ("key=value,key=value") adds librdkafka settings to every ingest run, to compare tunings.
 # LOGLAKE_BIN=path runs that binary instead of building one: a copy kept from an earlier
-# commit, to compare two builds on the same stack and input.
+# commit, to compare two builds on the same stack and input. BENCH_BINS=a,b [BENCH_ROUNDS=N]
+# runs each shape with every one of those binaries in turn, N times (see bench.py).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ensure_python
 bench_loglake

@@ -96,6 +96,9 @@ build_loglake() {
 # For benchmarks: LOGLAKE_BIN=path runs that binary (a copy kept from an earlier commit, to
 # compare two builds on the same stack and input); otherwise the project's is built.
 bench_loglake() {
+  if [ -z "${LOGLAKE_BIN:-}" ] && [ -n "${BENCH_BINS:-}" ]; then
+    LOGLAKE_BIN=${BENCH_BINS%%,*} # the first of the builds compared (bench.py)
+  fi
   if [ -n "${LOGLAKE_BIN:-}" ]; then
     [ -x "$LOGLAKE_BIN" ] || { log "LOGLAKE_BIN=$LOGLAKE_BIN is not an executable"; exit 1; }
     export LOGLAKE_BIN
