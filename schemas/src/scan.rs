@@ -581,6 +581,12 @@ mod tests {
             Just(r#""\/x\u00e9\ud83d\ude00""#),
             Just(r#""\ud800""#),
             Just(r#""""#),
+            // Long enough for the scan's 32-byte blocks, with stops inside and past them.
+            Just(r#""GET /api/v1/users?page=2 HTTP/1.1 200 0.031s upstream=10.0.0.7:8080""#),
+            Just(
+                r#""[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6\r""#
+            ),
+            Just(r#""java.lang.IllegalStateException: pool exhausted after 30000 ms \u00e9 \/ x""#),
             Just("0"),
             Just("-7"),
             Just("123456789012345678"),
