@@ -95,8 +95,10 @@ fn head(name: &str) -> u64 {
 pub(crate) struct Fields<'a> {
     /// Wanted fields; the mapper takes from here, and what it leaves goes to `attributes`.
     pub held: Held<'a>,
-    /// `{` then `,"key":value` for every other field, in record order.
-    rest: Vec<u8>,
+    /// `{` then `"key":value` for every other field, in record order, comma-separated. Text
+    /// from the start: copied from the record or printed by serde_json, so it becomes
+    /// `attributes` without a second UTF-8 check.
+    rest: String,
 }
 
 impl<'a> Fields<'a> {
@@ -104,7 +106,7 @@ impl<'a> Fields<'a> {
     pub fn held(held: Held<'a>) -> Self {
         Self {
             held,
-            rest: vec![b'{'],
+            rest: String::from("{"),
         }
     }
 
@@ -118,8 +120,8 @@ impl<'a> Fields<'a> {
 
     /// No fields yet, with room for those of a record of `text`.
     fn empty_for(text: &str) -> Self {
-        let mut rest = Vec::with_capacity(text.len() / 2);
-        rest.push(b'{');
+        let mut rest = String::with_capacity(text.len() / 2);
+        rest.push('{');
         Self {
             held: Held::default(),
             rest,
@@ -143,43 +145,74 @@ impl<'a> Fields<'a> {
     pub fn into_attributes(self) -> Option<String> {
         let Self { held, rest } = self;
         let mut out = if held.is_empty() {
-            if rest.len() <= 1 {
-                return None;
-            }
             rest // the usual case: no copy
         } else {
-            let mut out = Vec::with_capacity(rest.len() + 64);
-            let mut done = 0;
+            // Each held field's `at` is a member boundary of `rest`: its start, or just after
+            // a member, where the comma before the next one (if any) stands.
+            let mut out = String::with_capacity(rest.len() + 64);
+            out.push('{');
+            let mut done = 1;
             for field in &held.fields {
                 let at = field.at.unwrap_or(rest.len());
-                out.extend_from_slice(&rest[done..at]);
+                push_members(&mut out, &rest[done..at]);
                 done = at;
                 if let Some(value) = &field.value {
-                    write_member(&mut out, &field.key, value);
+                    separate(&mut out);
+                    write_json(&mut out, &*field.key);
+                    out.push(':');
+                    write_json(&mut out, value);
                 }
             }
-            out.extend_from_slice(&rest[done..]);
+            push_members(&mut out, &rest[done..]);
             out
         };
-        out.remove(1); // the first member's leading comma
-        out.push(b'}');
-        // serde_json writes UTF-8 only; the lossy branch never runs.
-        Some(
-            String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into()),
-        )
+        if out.len() <= 1 {
+            return None;
+        }
+        out.push('}');
+        Some(out)
     }
 }
 
-fn write_member(out: &mut Vec<u8>, key: &str, value: &Val<'_>) {
-    out.push(b',');
-    write_json(out, key);
-    out.push(b':');
-    write_json(out, value);
+/// The comma before a member, unless it is the object's first.
+fn separate(out: &mut String) {
+    if out.len() > 1 {
+        out.push(',');
+    }
 }
 
-fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    // Writing a str, a number or a value to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+/// Appends `members`, a run of `rest`'s members (with its separating comma unless it starts
+/// at the first), to the object `out`.
+fn push_members(out: &mut String, members: &str) {
+    let members = members.strip_prefix(',').unwrap_or(members);
+    if !members.is_empty() {
+        separate(out);
+        out.push_str(members);
+    }
+}
+
+/// Prints `value` as JSON onto `out`.
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut String, value: &T) {
+    // Printing a str, a number or a value cannot fail.
+    let _ = serde_json::to_writer(Utf8Sink(out), value);
+}
+
+/// serde_json's writer onto a `String`. serde_json writes a string's text in runs cut at the
+/// ASCII bytes it escapes, and numbers as ASCII, so every write is whole UTF-8; each is
+/// checked all the same (a few bytes, on the rare values not copied as they stand).
+struct Utf8Sink<'a>(&'a mut String);
+
+impl std::io::Write for Utf8Sink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = std::str::from_utf8(buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        self.0.push_str(text);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// The top-level object: wanted fields to values, others to text.
@@ -208,9 +241,9 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
                     // Borrowed: no escapes, so no quote, backslash or control character.
                     Cow::Borrowed(key) => write_plain_key(out, key),
                     Cow::Owned(key) => {
-                        out.push(b',');
+                        separate(out);
                         write_json(out, &key);
-                        out.push(b':');
+                        out.push(':');
                     }
                 }
                 let raw: &'a RawValue = map.next_value()?;
@@ -221,17 +254,19 @@ impl<'a> Visitor<'a> for Scan<'_, '_, 'a> {
     }
 }
 
-/// Writes `,"key":` for a key with no escapes (no quote, backslash or control character).
-fn write_plain_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
+/// Writes `"key":` (after a comma unless it is the first) for a key with no escapes (no
+/// quote, backslash or control character).
+fn write_plain_key(out: &mut String, key: &str) {
+    separate(out);
+    out.push('"');
+    out.push_str(key);
+    out.push_str("\":");
 }
 
 /// Writes the JSON value `text` (as serde_json delimited it) as serde_json prints it.
-fn write_other(out: &mut Vec<u8>, text: &str) -> Result<(), serde_json::Error> {
+fn write_other(out: &mut String, text: &str) -> Result<(), serde_json::Error> {
     if prints_as_is(text) {
-        out.extend_from_slice(text.as_bytes());
+        out.push_str(text);
         Ok(())
     } else {
         // Validated once already: this parse fails only on a lone surrogate escape.
@@ -279,7 +314,7 @@ fn prints_as_is(text: &str) -> bool {
 }
 
 /// Any JSON value, written to `out` as `serde_json` would print it, as it is parsed.
-struct Transcode<'a>(&'a mut Vec<u8>);
+struct Transcode<'a>(&'a mut String);
 
 impl<'de> DeserializeSeed<'de> for Transcode<'_> {
     type Value = ();
@@ -323,7 +358,7 @@ impl<'de> Visitor<'de> for Transcode<'_> {
     }
 
     fn visit_unit<E: de::Error>(self) -> Result<(), E> {
-        self.0.extend_from_slice(b"null");
+        self.0.push_str("null");
         Ok(())
     }
 
@@ -331,10 +366,10 @@ impl<'de> Visitor<'de> for Transcode<'_> {
         let out = self.0;
         let mut first = true;
         loop {
-            out.push(if first { b'[' } else { b',' });
+            out.push(if first { '[' } else { ',' });
             if seq.next_element_seed(Transcode(&mut *out))?.is_none() {
                 out.pop();
-                out.extend_from_slice(if first { b"[]" } else { b"]" });
+                out.push_str(if first { "[]" } else { "]" });
                 return Ok(());
             }
             first = false;
@@ -345,13 +380,13 @@ impl<'de> Visitor<'de> for Transcode<'_> {
         let out = self.0;
         let mut first = true;
         loop {
-            out.push(if first { b'{' } else { b',' });
+            out.push(if first { '{' } else { ',' });
             if map.next_key_seed(KeyText(&mut *out))?.is_none() {
                 out.pop();
-                out.extend_from_slice(if first { b"{}" } else { b"}" });
+                out.push_str(if first { "{}" } else { "}" });
                 return Ok(());
             }
-            out.push(b':');
+            out.push(':');
             map.next_value_seed(Transcode(&mut *out))?;
             first = false;
         }
@@ -359,7 +394,7 @@ impl<'de> Visitor<'de> for Transcode<'_> {
 }
 
 /// A nested object's key, written to `out`.
-struct KeyText<'a>(&'a mut Vec<u8>);
+struct KeyText<'a>(&'a mut String);
 
 impl<'de> DeserializeSeed<'de> for KeyText<'_> {
     type Value = ();

@@ -185,7 +185,7 @@ fn wanted_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
 
 /// Copies the value at `i` of another field to `out` as serde_json prints it; returns the
 /// index after it.
-fn other_value(text: &str, i: usize, out: &mut Vec<u8>) -> Option<usize> {
+fn other_value(text: &str, i: usize, out: &mut String) -> Option<usize> {
     let b = text.as_bytes();
     let end = match *b.get(i)? {
         b'"' => match string_end(b, i + 1)? {
@@ -198,7 +198,7 @@ fn other_value(text: &str, i: usize, out: &mut Vec<u8>) -> Option<usize> {
         },
         _ => literal(b, i)?.1,
     };
-    out.extend_from_slice(&b[i..end]);
+    out.push_str(&text[i..end]);
     Some(end)
 }
 
@@ -209,7 +209,7 @@ fn delegated_value(text: &str, i: usize) -> Option<(Val<'_>, usize)> {
     Some((value, i + raw.get().len()))
 }
 
-fn delegated_other(text: &str, i: usize, out: &mut Vec<u8>) -> Option<usize> {
+fn delegated_other(text: &str, i: usize, out: &mut String) -> Option<usize> {
     let raw = scalar(text, i)?;
     write_other(out, raw.get()).ok()?;
     Some(i + raw.get().len())
