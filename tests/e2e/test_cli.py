@@ -1,5 +1,6 @@
 """What an operator sees: clear config errors, clear SQL errors, graceful shutdown that
 commits what it holds, and the metrics endpoint."""
+import os
 import subprocess
 import time
 import urllib.request
@@ -34,6 +35,15 @@ def test_invalid_config_names_the_key(tmp_path):
     path.write_text(f'[lake]\nurl = "file://{tmp_path}/lake"\n')
     r = run(["ingest", "--config", str(path)])
     assert r.returncode != 0 and "[kafka]" in r.stderr
+
+
+def test_the_binary_allocates_with_jemalloc():
+    # The memory budget counts text buffers in jemalloc's size classes (schemas/src/builder.rs)
+    # and the ingest loop's speed was measured with it: a build that lost the allocator crate
+    # would still pass every other test. jemalloc reads MALLOC_CONF and prints its statistics.
+    r = run(["--version"], env={**os.environ, "MALLOC_CONF": "stats_print:true"})
+    assert r.returncode == 0, r.stderr
+    assert "Begin jemalloc statistics" in r.stderr, r.stderr[:500]
 
 
 def test_bad_sql_is_a_clear_error(tmp_path):
