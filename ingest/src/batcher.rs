@@ -108,14 +108,20 @@ pub struct TopicBuffer {
 impl TopicBuffer {
     /// `max_open_parts`: distinct hosts the topic may write per hour (past it, a new host's
     /// rows go to [`OVERFLOW_HOST`]), and half the partitions at which the topic must flush.
-    pub fn new(mapper: Mapper, max_open_parts: usize) -> Self {
+    /// `table_configuration`: the data table's properties, which say what statistics each
+    /// file's Add carries ([`flush_bytes_per_file`]).
+    pub fn new(
+        mapper: Mapper,
+        max_open_parts: usize,
+        table_configuration: &HashMap<String, String>,
+    ) -> Self {
         let schema = file_arrow_schema(mapper.schema());
         Self {
             host_cap: HostCap::new(max_open_parts),
             open_parts: 0,
             max_open_parts: max_open_parts.max(1),
             part_flush_bytes: PART_FLUSH_BYTES,
-            file_bytes: flush_bytes_per_file(&schema),
+            file_bytes: flush_bytes_per_file(&schema, table_configuration),
             schema,
             mapper,
             parts: FastMap::default(),
@@ -394,7 +400,7 @@ mod tests {
     fn a_host_of_one_hour_holds_room_for_one_partition_and_is_counted() {
         // A topic keyed by request ids: every record is a host of its own.
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 100_000);
+        let mut buf = TopicBuffer::new(mapper.clone(), 100_000, &HashMap::new());
         for i in 0..2_000 {
             let payload = format!(r#"{{"host":"req-{i:08x}","ts":1767323045,"msg":"m"}}"#);
             buf.push_row(&mut row(&mapper, i, payload.as_bytes()));
@@ -413,7 +419,7 @@ mod tests {
                 + hours.capacity() * entry
                 + builders
                 - hours.len() * std::mem::size_of::<RowBuilder>()
-                + hours.len() * flush_bytes_per_file(&buf.schema);
+                + hours.len() * flush_bytes_per_file(&buf.schema, &HashMap::new());
         }
         assert!(buf.bytes() >= held, "counted {} of {held}", buf.bytes());
         // What file sizes are predicted from: the rows' buffers, nothing else.
@@ -423,7 +429,7 @@ mod tests {
     #[test]
     fn rows_group_by_partition_and_sort() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 100);
+        let mut buf = TopicBuffer::new(mapper.clone(), 100, &HashMap::new());
         for (i, (host, ts)) in [
             ("a", 1_767_323_047),
             ("a", 1_767_323_045),
@@ -487,7 +493,7 @@ mod tests {
     fn request_ids_as_hosts_stay_bounded() {
         // A topic keyed by request ids: every record its own host.
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 50);
+        let mut buf = TopicBuffer::new(mapper.clone(), 50, &HashMap::new());
         let (mut overflowed, mut firsts) = (0, 0);
         for i in 0..10_000i64 {
             let payload = format!(r#"{{"host":"req-{i:08}","ts":1767323047,"msg":"m"}}"#);
@@ -549,7 +555,7 @@ mod tests {
     #[test]
     fn a_partition_flushes_long_before_arrow_offsets_overflow() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
         buf.part_flush_bytes = 64 * 1024;
         let message = "x".repeat(1000);
         let mut flushed_at = None;
@@ -586,7 +592,7 @@ mod tests {
             .await
             .unwrap();
         let mapper = Mapper::new(&topic_schema).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
         // ~2 KB rows, 6,000 of them (~12 MB): three chunks and some. Event times scattered
         // over one hour (2026-01-02 03:00), each second twice.
         let message = "m".repeat(2000);
@@ -634,7 +640,7 @@ mod tests {
     #[test]
     fn quarantined_records_leave_the_budget_exactly_as_they_came() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
         for i in 0..3 {
             buf.push_row(&mut row(&mapper, i, br#"{"host":"a","ts":1767323047}"#));
         }
@@ -675,7 +681,7 @@ mod tests {
     #[test]
     fn a_new_partition_counts_its_builder() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
         let mut r = row(&mapper, 0, br#"{"host":"a","ts":1767323047}"#);
         let rows_only = r.estimated_bytes();
         buf.push_row(&mut r);
@@ -685,7 +691,7 @@ mod tests {
     #[test]
     fn scattered_hours_make_the_topic_flush() {
         let mapper = Mapper::new(&TopicSchema::default()).unwrap();
-        let mut buf = TopicBuffer::new(mapper.clone(), 10);
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
         let mut first_full = None;
         for i in 0..100i64 {
             let ts = 1_767_323_047 + i * 3_600;

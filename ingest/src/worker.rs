@@ -316,7 +316,11 @@ impl Worker {
         self.topics.insert(
             topic.to_string(),
             TopicState {
-                buffer: TopicBuffer::new(mapper, self.config.max_open_partitions),
+                buffer: TopicBuffer::new(
+                    mapper,
+                    self.config.max_open_partitions,
+                    table.configuration(),
+                ),
                 table,
                 rejected_table,
                 ratio: 1.0,

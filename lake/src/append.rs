@@ -126,6 +126,11 @@ impl AppendTable {
         self.meta.metadata().id()
     }
 
+    /// The table's properties (`delta.*` keys and others), as of its last change.
+    pub fn configuration(&self) -> &HashMap<String, String> {
+        self.meta.metadata().configuration()
+    }
+
     pub fn partition_columns(&self) -> &[String] {
         self.meta.metadata().partition_columns()
     }

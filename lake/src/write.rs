@@ -4,6 +4,8 @@
 //! page-level statistics and page index (none for free text), rows sorted by event time,
 //! bounded row groups; Delta statistics on every Add.
 
+use std::collections::HashMap;
+
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::{sort_to_indices, SortOptions};
 use arrow::datatypes::{DataType, FieldRef, Schema, TimestampMicrosecondType};
@@ -231,9 +233,35 @@ const OPEN_COLUMN_WRITERS: usize = 16 * 7;
 /// columns took 39.3 MB to write with dictionaries, 2.7 MB without.
 const SMALL_ROWS: usize = 1024;
 
-/// Columns whose statistics an Add carries: delta-rs's default for
-/// `delta.dataSkippingNumIndexedCols`, which loglake's tables leave unset.
+/// Columns whose statistics an Add carries when the table does not say: delta-rs's default
+/// for `delta.dataSkippingNumIndexedCols`, which loglake leaves unset.
 const STATS_COLUMNS: usize = 32;
+
+/// The columns of `file_columns` whose statistics delta-rs's writer puts in an Add, as the
+/// table's properties (`configuration`) say: those named by `delta.dataSkippingStatsColumns`,
+/// else the first `delta.dataSkippingNumIndexedCols` (a count; unset, or anything delta-rs
+/// does not read as a count, such as `-1`, is its default of 32).
+fn stats_columns<'s>(
+    file_columns: &'s Schema,
+    configuration: &HashMap<String, String>,
+) -> Vec<&'s FieldRef> {
+    if let Some(names) = configuration.get("delta.dataSkippingStatsColumns") {
+        let names: Vec<&str> = names
+            .split(',')
+            .map(|n| n.trim().trim_matches('`'))
+            .collect();
+        return file_columns
+            .fields()
+            .iter()
+            .filter(|f| names.contains(&f.name().as_str()))
+            .collect();
+    }
+    let count = configuration
+        .get("delta.dataSkippingNumIndexedCols")
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .unwrap_or(STATS_COLUMNS);
+    file_columns.fields().iter().take(count).collect()
+}
 
 /// Bytes one written file holds beyond its rows from [`write_partitions`] to the end of its
 /// commit, for a file of the columns `file_columns`: its Add action (path, partition values,
@@ -243,12 +271,17 @@ const STATS_COLUMNS: usize = 32;
 /// one-row files (a topic keyed by request ids) held 33 MB for this alone, twenty thousand
 /// (a flush at twice the cap of open partitions) 66 MB.
 ///
-/// Statistics cover the first [`STATS_COLUMNS`] columns; a text column's min and max
-/// are up to 64 bytes each (parquet's truncation), so it costs four times a number's.
+/// Statistics cover the columns the table's properties (`configuration`) name, the first 32
+/// when they name none ([`stats_columns`]); a text column's min and max are up to 64 bytes
+/// each (parquet's truncation), so it costs four times a number's.
 /// Measured by `lake/tests/flush_memory.rs`: 3,297 bytes a file with the 7 columns of a topic
 /// without typed columns (this counts 4,224), 5,103 with 10 more int64 ones (6,144), 22,720
-/// with 30 more text ones of 80 characters (25,728).
-pub fn flush_bytes_per_file(file_columns: &Schema) -> usize {
+/// with 30 more text ones of 80 characters (25,728), and 44,334 with 60 such text ones and
+/// statistics asked for every column (50,304; the first 32 alone would count 25,728).
+pub fn flush_bytes_per_file(
+    file_columns: &Schema,
+    configuration: &HashMap<String, String>,
+) -> usize {
     let column = |f: &FieldRef| match f.data_type() {
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
             if !NO_STATISTICS.contains(&f.name().as_str()) =>
@@ -258,10 +291,8 @@ pub fn flush_bytes_per_file(file_columns: &Schema) -> usize {
         _ => 192,
     };
     2_304
-        + file_columns
-            .fields()
-            .iter()
-            .take(STATS_COLUMNS)
+        + stats_columns(file_columns, configuration)
+            .into_iter()
             .map(column)
             .sum::<usize>()
 }
@@ -382,6 +413,42 @@ mod tests {
     use arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Int64Type, Schema};
 
     use super::*;
+
+    #[test]
+    fn statistics_are_counted_for_the_columns_the_table_properties_name() {
+        let columns = Schema::new(
+            (0..40)
+                .map(|i| Field::new(format!("c{i}"), DataType::Int64, true))
+                .collect::<Vec<_>>(),
+        );
+        let count = |properties: &[(&str, &str)]| {
+            let configuration = properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            stats_columns(&columns, &configuration).len()
+        };
+        assert_eq!(count(&[]), 32);
+        assert_eq!(count(&[("delta.dataSkippingNumIndexedCols", "40")]), 40);
+        assert_eq!(count(&[("delta.dataSkippingNumIndexedCols", "5")]), 5);
+        // delta-rs reads only a count: -1 ("all") is its default.
+        assert_eq!(count(&[("delta.dataSkippingNumIndexedCols", "-1")]), 32);
+        // Names win over a count, and may be quoted.
+        let named = [
+            ("delta.dataSkippingStatsColumns", "c1, `c39`,missing"),
+            ("delta.dataSkippingNumIndexedCols", "40"),
+        ];
+        assert_eq!(count(&named), 2);
+        let mut all = HashMap::new();
+        all.insert(
+            "delta.dataSkippingNumIndexedCols".to_string(),
+            "40".to_string(),
+        );
+        assert_eq!(
+            flush_bytes_per_file(&columns, &all) - flush_bytes_per_file(&columns, &HashMap::new()),
+            8 * 192
+        );
+    }
 
     fn batch(ts: Vec<i64>, hosts: Vec<&str>) -> RecordBatch {
         let schema = Schema::new(vec![

@@ -19,6 +19,9 @@ static ALLOCATOR: Cap<std::alloc::System> = Cap::new(std::alloc::System, usize::
 #[derive(Clone, Copy)]
 struct Typed(usize, &'static str);
 
+/// A shape measured: the typed columns, how many files, and the table's properties.
+type Shape = (Typed, usize, &'static [(&'static str, &'static str)]);
+
 /// One record of host `host` with the `typed` columns `c0`, `c1`, ... (text values longer
 /// than the 32-character prefix statistics keep, numbers otherwise).
 fn payload(host: &str, i: usize, typed: Typed) -> String {
@@ -37,10 +40,11 @@ fn payload(host: &str, i: usize, typed: Typed) -> String {
     )
 }
 
-/// Writes and commits `files` one-row files of a topic with `typed` columns; returns
-/// what a buffer counts for each and the most bytes a file held beyond its rows: its Add action
-/// once written, plus its share of the commit's peak over the commit's start.
-async fn bytes_per_file(typed: Typed, files: usize) -> (usize, usize) {
+/// Writes and commits `files` one-row files of a topic with `typed` columns to a table with
+/// the `properties` given; returns what a buffer counts for each and the most bytes a file
+/// held beyond its rows: its Add action once written, plus its share of the commit's peak
+/// over the commit's start.
+async fn bytes_per_file(typed: Typed, files: usize, properties: &[(&str, &str)]) -> (usize, usize) {
     let schema = typed_schema(typed.0, typed.1);
     let mapper = Mapper::new(&schema).unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -49,6 +53,20 @@ async fn bytes_per_file(typed: Typed, files: usize) -> (usize, usize) {
         .open_or_create("t", &table_arrow_schema(&schema), &PARTITION_COLUMNS)
         .await
         .unwrap();
+    if !properties.is_empty() {
+        // As a user sets them (Spark's ALTER TABLE ... SET TBLPROPERTIES, say).
+        let properties = properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let delta = lake.open_table("t").await.unwrap().unwrap();
+        delta
+            .set_tbl_properties()
+            .with_properties(properties)
+            .await
+            .unwrap();
+        table.refresh().await.unwrap();
+    }
     let start = ALLOCATOR.allocated();
     // Written 500 partitions at a time, so that the writes' peak stays below the commit's.
     let mut adds = Vec::new();
@@ -83,7 +101,8 @@ async fn bytes_per_file(typed: Typed, files: usize) -> (usize, usize) {
         (before_commit - start) / files,
         commit_peak / files,
     );
-    (flush_bytes_per_file(&file_arrow_schema(&schema)), held)
+    let counted = flush_bytes_per_file(&file_arrow_schema(&schema), table.configuration());
+    (counted, held)
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -91,14 +110,21 @@ async fn a_flush_of_many_small_files_holds_what_the_buffer_counted_for_them() {
     // The narrow schemas first: their peaks are below the wide ones', which are then
     // measured with the process's peak raised by their own commit, not by an earlier one.
     // Ten thousand files, as a flush of a topic keyed by request ids; fewer of the widest.
-    let shapes = [
-        (Typed(0, "int64"), 10_000),
-        (Typed(10, "int64"), 10_000),
-        (Typed(30, "string"), 3_000),
+    // Last, a wider one with statistics for every column, past delta-rs's default of 32, as
+    // a user asks for them: 28 more text columns than the default covers.
+    let shapes: [Shape; 4] = [
+        (Typed(0, "int64"), 10_000, &[]),
+        (Typed(10, "int64"), 10_000, &[]),
+        (Typed(30, "string"), 3_000, &[]),
+        (
+            Typed(60, "string"),
+            3_000,
+            &[("delta.dataSkippingNumIndexedCols", "100")],
+        ),
     ];
-    for (typed, files) in shapes {
-        let (counted, held) = bytes_per_file(typed, files).await;
-        let columns = format!("7 + {} {} columns", typed.0, typed.1);
+    for (typed, files, properties) in shapes {
+        let (counted, held) = bytes_per_file(typed, files, properties).await;
+        let columns = format!("7 + {} {} columns, {properties:?}", typed.0, typed.1);
         eprintln!("{columns}: {held} B a file held, {counted} counted");
         assert!(
             held <= counted,
