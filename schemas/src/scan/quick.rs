@@ -14,7 +14,8 @@ use std::borrow::Cow;
 use serde::Deserialize as _;
 use serde_json::value::RawValue;
 
-use super::{write_other, write_plain_key, Fields, Wanted};
+use super::print::{write_other, write_plain_key};
+use super::{Fields, Wanted};
 use crate::val::Val;
 
 /// Scans `text` as [`Fields::scan`] would, or returns `None` to leave it to that scan.
