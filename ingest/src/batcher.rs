@@ -359,6 +359,12 @@ impl TopicBuffer {
         n
     }
 
+    /// Counts the files of partitions opened from now on with the statistics the table's
+    /// properties now ask for: a user may change them while the worker runs.
+    pub fn follow_table(&mut self, table_configuration: &HashMap<String, String>) {
+        self.file_bytes = flush_bytes_per_file(&self.schema, table_configuration);
+    }
+
     /// Everything was committed (or must be re-read): start empty.
     pub fn clear(&mut self) {
         self.host_cap.roll(Instant::now());
@@ -686,6 +692,27 @@ mod tests {
         let rows_only = r.estimated_bytes();
         buf.push_row(&mut r);
         assert!(buf.bytes() >= rows_only + 1024, "{}", buf.bytes());
+    }
+
+    #[test]
+    fn a_partition_counts_the_statistics_the_table_asks_for_now() {
+        let mapper = Mapper::new(&TopicSchema::default()).unwrap();
+        let mut buf = TopicBuffer::new(mapper.clone(), 10, &HashMap::new());
+        let record = br#"{"host":"a","ts":1767323047}"#;
+        buf.push_row(&mut row(&mapper, 0, record));
+        let before = buf.bytes();
+        buf.clear();
+        // A user's ALTER TABLE: statistics for the event time only.
+        let only_time: HashMap<String, String> =
+            [("delta.dataSkippingStatsColumns".into(), "timestamp".into())].into();
+        buf.follow_table(&only_time);
+        buf.push_row(&mut row(&mapper, 1, record));
+        assert_eq!(
+            before - buf.bytes(),
+            flush_bytes_per_file(&buf.schema, &HashMap::new())
+                - flush_bytes_per_file(&buf.schema, &only_time)
+        );
+        assert!(buf.bytes() < before);
     }
 
     #[test]

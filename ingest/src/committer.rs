@@ -174,6 +174,8 @@ impl Worker {
             state.ratio = (state.ratio + observed) / 2.0;
         }
         state.buffer.clear();
+        // The table was read again for this commit: properties a user set since count now.
+        state.buffer.follow_table(state.table.configuration());
         // Whoever flushed (size, latency, revocation, shutdown), the topic is no longer due.
         self.due.remove(topic);
         let elapsed = started.elapsed();
